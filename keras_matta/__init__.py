@@ -1,0 +1,11 @@
+"""keras_matta: Matryoshka Teacher -> TA -> Student training for Keras 3.
+
+One training run gives a family of nested, servable models: a Teaching Assistant (TA) with the
+Student nested inside it as a prefix of its kernels, trained together with a composite
+distillation loss; `extract` turns any width into a standalone model of stock Keras layers.
+"""
+
+from keras_matta.layers import MatDense, MatLayer
+from keras_matta.widths import WidthScope, resolve_widths, width_label
+
+__version__ = "0.1.0"

@@ -1,0 +1,58 @@
+"""The contract every Mat layer implements."""
+
+from keras_matta import widths as widths_lib
+
+
+class MatLayer:
+    """Mixin for layers whose kernels are shared across nested widths.
+
+    A Mat layer stores its full (TA) kernels once. At call time it runs at a *selected width*:
+    the prefix of each nested dimension chosen by an explicit `width=` argument, else by the
+    enclosing `keras_matta.WidthScope`, else the full width. Subclasses implement:
+
+    - `nested_dims()`: `{dimension: full_size}`, primary dimension first;
+    - `export(inputs, width, **call_kwargs)`: builds stock Keras layers equal to this layer at
+      `width`, calls them on the symbolic `inputs` (with the keyword arguments this layer was
+      called with), copies the sliced weights in and returns the symbolic outputs; used by
+      `keras_matta.extract`;
+    - `param_count(width, input_dim)`: the parameter count of that stock equivalent;
+    - `matmul_flops(width, input_shape)`: FLOPs (2 per multiply-add) of the matrix products
+      for an input of `input_shape` (batch dimension included, FLOPs summed over it).
+    """
+
+    # Transient call state, never serialized: set only by `WidthScope` or `_select_width`.
+    _selected_width = None
+
+    def nested_dims(self):
+        raise NotImplementedError
+
+    def resolve_width(self, spec):
+        """Validates a per-layer spec and returns `{dimension: width}`."""
+        return widths_lib.resolve_layer_width(self.name, self.nested_dims(), spec)
+
+    @property
+    def selected_width(self):
+        """The width selected by the enclosing scope (`None`: full width)."""
+        return self._selected_width
+
+    def _select_width(self, width):
+        # Written straight into __dict__: a selection is call state, not layer state, and must
+        # bypass Keras' attribute tracking (and torch's Module.__setattr__).
+        self.__dict__["_selected_width"] = width
+
+    def _active_width(self, width=None):
+        """The `{dimension: width}` to run at: explicit argument, else scope, else full."""
+        if width is not None:
+            return self.resolve_width(width)
+        if self._selected_width is not None:
+            return self._selected_width
+        return self.nested_dims()
+
+    def export(self, inputs, width, **call_kwargs):
+        raise NotImplementedError
+
+    def param_count(self, width, input_dim):
+        raise NotImplementedError
+
+    def matmul_flops(self, width, input_shape):
+        raise NotImplementedError

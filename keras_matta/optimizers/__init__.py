@@ -1,0 +1,1 @@
+"""Optimizers: Shampoo and its matrix roots."""

@@ -1,0 +1,219 @@
+"""Width specs: which nested width every Mat layer of a model runs at.
+
+One spec type is accepted everywhere (layers, `WidthScope`, `MatTA`, `extract`, `cost`):
+
+- a float `f` in (0, 1]: every nested dimension of every Mat layer at `round(f * full)`
+  (attention heads only where the layer nests them);
+- an int `n`: every Mat layer's primary nested dimension (`units`, `intermediate_dim`) at `n`;
+- a dict `{layer_name: spec}` ("Mix'n'Match"): per-layer choices, layers not named run at full
+  width; a layer's spec is a float, an int, or a dict of its nested dimensions
+  (`{"intermediate_dim": 512, "num_heads": 4}`);
+- `None`: full width.
+
+Resolution turns a spec into `{layer: {dimension: width}}` for a concrete model and validates
+everything before any computation runs. Widths are plain Python ints, so compiled functions see
+static shapes.
+"""
+
+import numbers
+
+import keras
+
+
+def _is_fraction(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, numbers.Integral))
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def resolve_layer_width(layer_name, nested_dims, spec, primary=None):
+    """Resolves one layer's spec into `{dimension: width}`.
+
+    Args:
+        layer_name: used in error messages.
+        nested_dims: `{dimension: full_size}` of the layer, primary dimension first.
+        spec: a float in (0, 1], an int, a dict `{dimension: float | int}` or `None`.
+        primary: the dimension an int spec applies to (default: the first of `nested_dims`).
+
+    Returns:
+        A dict with one int per nested dimension.
+    """
+    if spec is None or not nested_dims:
+        return dict(nested_dims)
+    primary = primary or next(iter(nested_dims))
+    if _is_fraction(spec):
+        if not 0.0 < spec <= 1.0:
+            raise ValueError(
+                f"Width fraction for layer '{layer_name}' must be in (0, 1]; got {spec}."
+            )
+        spec = {dim: spec for dim in nested_dims}
+    elif _is_int(spec):
+        spec = {primary: int(spec)}
+    elif not isinstance(spec, dict):
+        raise TypeError(
+            f"Width spec for layer '{layer_name}' must be a float in (0, 1], an int, or a dict "
+            f"of {sorted(nested_dims)}; got {spec!r} of type {type(spec).__name__}."
+        )
+    unknown = set(spec) - set(nested_dims)
+    if unknown:
+        raise ValueError(
+            f"Unknown nested dimension(s) {sorted(unknown)} for layer '{layer_name}'; "
+            f"allowed: {sorted(nested_dims)}."
+        )
+    widths = dict(nested_dims)
+    for dim, value in spec.items():
+        full = nested_dims[dim]
+        if _is_fraction(value):
+            if not 0.0 < value <= 1.0:
+                raise ValueError(
+                    f"Width fraction for '{dim}' of layer '{layer_name}' must be in (0, 1]; "
+                    f"got {value}."
+                )
+            value = round(value * full)
+        elif not _is_int(value):
+            raise TypeError(
+                f"Width for '{dim}' of layer '{layer_name}' must be a float or an int; "
+                f"got {value!r}."
+            )
+        if not 1 <= value <= full:
+            raise ValueError(
+                f"Width for '{dim}' of layer '{layer_name}' must be in [1, {full}]; got {value}."
+            )
+        widths[dim] = int(value)
+    return widths
+
+
+def mat_layers(model):
+    """Returns the outermost Mat layers of `model`, in creation order.
+
+    Mat layers nested inside another Mat layer (the FFN of a transformer block) are driven by
+    their parent and are not listed.
+    """
+    from keras_matta.layers.mat_layer import MatLayer
+
+    if isinstance(model, MatLayer):
+        return [model]
+    found = []
+    inner = set()
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, MatLayer) and id(layer) not in inner:
+            found.append(layer)
+            inner.update(
+                id(sub) for sub in layer._flatten_layers(include_self=False, recursive=True)
+            )
+    return found
+
+
+def resolve_widths(model, widths):
+    """Resolves a width spec against every outermost Mat layer of `model`.
+
+    Args:
+        model: a model (or a single Mat layer) containing Mat layers.
+        widths: a width spec (see the module docstring).
+
+    Returns:
+        A dict `{layer: {dimension: width}}` with an entry for every Mat layer.
+
+    Raises:
+        ValueError: `model` has no Mat layer, a layer name is unknown or a width is out of range.
+        TypeError: the spec is of the wrong type.
+    """
+    layers = mat_layers(model)
+    if not layers:
+        raise ValueError(
+            f"Model '{model.name}' has no Mat layer (MatDense, MatTransformerBlock, ...): "
+            "there is no nested width to select."
+        )
+    if isinstance(widths, dict):
+        by_name = {layer.name: layer for layer in layers}
+        unknown = [name for name in widths if name not in by_name]
+        if unknown:
+            raise ValueError(
+                f"Unknown Mat layer name(s) {unknown} in widths; the Mat layers of "
+                f"'{model.name}' are {sorted(by_name)}."
+            )
+        fixed = [name for name in widths if not by_name[name].nested_dims()]
+        if fixed:
+            raise ValueError(
+                f"Mat layer(s) {fixed} have no nested dimension (`nested=False`); remove them "
+                "from widths."
+            )
+        return {layer: layer.resolve_width(widths.get(layer.name)) for layer in layers}
+    if widths is not None and not (_is_fraction(widths) or _is_int(widths)):
+        raise TypeError(
+            "`widths` must be a float in (0, 1], an int, a dict {layer_name: spec} or None; "
+            f"got {widths!r} of type {type(widths).__name__}."
+        )
+    return {layer: layer.resolve_width(widths) for layer in layers}
+
+
+def is_full_width(resolved):
+    """True when every layer of a resolved spec runs at its full width."""
+    return all(width == layer.nested_dims() for layer, width in resolved.items())
+
+
+def width_label(spec):
+    """A short, readable name for a width spec, used in metric and model names."""
+    if spec is None:
+        return "full"
+    if _is_fraction(spec):
+        return f"{spec:g}"
+    if _is_int(spec):
+        return str(int(spec))
+    parts = []
+    for name, value in spec.items():
+        if isinstance(value, dict):
+            value = "x".join(str(v) for v in value.values())
+        parts.append(f"{name}={value if not _is_fraction(value) else f'{value:g}'}")
+    return "mix(" + ",".join(parts) + ")"
+
+
+class WidthScope:
+    """Runs the Mat layers of a model at the widths of a spec, inside a `with` block.
+
+    The selection is held by the layers themselves for the duration of the block (no global
+    state) and restored on exit, so scopes nest. Entering or leaving a scope discards the model's
+    cached `predict`/`evaluate`/`train` functions, so a function compiled at one width is never
+    reused at another.
+
+    Args:
+        model: the model whose Mat layers are selected.
+        widths: a width spec (a float, an int, a `{layer_name: spec}` dict or `None`).
+
+    Example:
+
+    ```python
+    model = keras.Sequential([keras.Input((16,)), MatDense(64, activation="relu"),
+                              MatDense(10, nested=False)])
+    with keras_matta.WidthScope(model, 0.25):
+        small_logits = model(x)   # the hidden layer runs at 16 units
+    ```
+    """
+
+    def __init__(self, model, widths):
+        self.model = model
+        self.widths = widths
+        self.resolved = resolve_widths(model, widths)
+        self._saved = None
+
+    def __enter__(self):
+        self._saved = {layer: layer.selected_width for layer in self.resolved}
+        for layer, width in self.resolved.items():
+            layer._select_width(width)
+        _discard_compiled_functions(self.model)
+        return self
+
+    def __exit__(self, *exc_info):
+        for layer, width in self._saved.items():
+            layer._select_width(width)
+        _discard_compiled_functions(self.model)
+        return False
+
+
+def _discard_compiled_functions(model):
+    if isinstance(model, keras.Model):
+        model.train_function = None
+        model.test_function = None
+        model.predict_function = None

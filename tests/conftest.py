@@ -1,0 +1,33 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-large", action="store_true", help="run tests marked `large`")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-large"):
+        return
+    skip_large = pytest.mark.skip(reason="large: pass --run-large to run")
+    for item in items:
+        if "large" in item.keywords:
+            item.add_marker(skip_large)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_state():
+    """Every test starts from the same seed, float32 policy and a clean name scope."""
+    keras.utils.clear_session()
+    keras.config.set_dtype_policy("float32")
+    keras.utils.set_random_seed(0)
+    np.random.seed(0)
+    yield
+    keras.config.set_dtype_policy("float32")
+
+
+def backend():
+    return os.environ.get("KERAS_BACKEND", keras.backend.backend())
