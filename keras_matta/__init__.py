@@ -9,3 +9,6 @@ from keras_matta.layers import MatDense, MatLayer
 from keras_matta.widths import WidthScope, resolve_widths, width_label
 
 __version__ = "0.1.0"
+
+from keras_matta.cost import cost
+from keras_matta.extract import extract

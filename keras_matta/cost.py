@@ -1,0 +1,128 @@
+"""`cost`: parameters and FLOPs of a nested width, computed without extracting it."""
+
+import math
+import re
+
+import keras
+
+from keras_matta import graph as graph_lib
+from keras_matta import widths as widths_lib
+
+
+def cost(model, widths=None, input_shape=None):
+    """Parameters and per-example FLOPs of `model` run at `widths`.
+
+    The counts are those of the stock model `keras_matta.extract(model, widths)` would return:
+    `params` equals its `count_params()` exactly. FLOPs count 2 per multiply-add of every
+    matrix product (dense and einsum projections, attention scores and attention-weighted
+    values, over the full sequence even under a causal mask); element-wise work (biases,
+    activations, normalisation, softmax) is not counted, as in the usual `2 * N * tokens`
+    transformer estimate. The same function applied to a stock model gives its own cost, so
+    `cost(extract(model, w)) == cost(model, w)`.
+
+    Args:
+        model: a Sequential or Functional model (Mat layers optional), or a `MatTA`.
+        widths: a width spec (float, int, `{layer_name: spec}` dict) or `None` (full width).
+        input_shape: per-example input shape (without batch), needed only where the model's
+            input has unknown dimensions, such as a variable sequence length; a list of shapes
+            for a model with several inputs.
+
+    Returns:
+        A dict `{"params": int, "flops": int}`.
+
+    Example:
+
+    ```python
+    for fraction in (0.25, 0.5, 1.0):
+        print(fraction, keras_matta.cost(model, fraction))
+    ```
+    """
+    model = getattr(model, "ta_model", model)
+    resolved = widths_lib.resolve_widths(model, widths) if widths is not None else {}
+    graph = graph_lib.functional_graph(model)
+    inputs = _example_inputs(graph, input_shape)
+    totals = {"params": 0, "flops": 0}
+    counted = set()
+
+    def count(operation, *args, **kwargs):
+        first_shape = tuple(args[0].shape) if args else None
+        if operation in resolved:
+            width = resolved[operation]
+            totals["params"] += operation.param_count(width, first_shape[-1])
+            totals["flops"] += operation.matmul_flops(width, first_shape)
+            saved = operation.selected_width
+            operation._select_width(width)
+            try:
+                return operation.compute_output_spec(*args, **kwargs)
+            finally:
+                operation._select_width(saved)
+        if isinstance(operation, keras.layers.Layer) and id(operation) not in counted:
+            counted.add(id(operation))
+            totals["params"] += operation.count_params() if operation.weights else 0
+        if hasattr(operation, "matmul_flops"):  # a Mat layer at full width
+            totals["flops"] += operation.matmul_flops(operation.nested_dims(), first_shape)
+        else:
+            totals["flops"] += stock_matmul_flops(operation, *args, **kwargs)
+        return operation.compute_output_spec(*args, **kwargs)
+
+    graph_lib.walk(graph, inputs, count)
+    return totals
+
+
+def stock_matmul_flops(layer, *args, **kwargs):
+    """Matmul FLOPs of one call of a stock Keras layer (0 for layers without matmuls)."""
+    if isinstance(layer, keras.layers.Dense):
+        return 2 * math.prod(args[0].shape) * layer.units
+    if isinstance(layer, keras.layers.EinsumDense):
+        return einsum_flops(layer.equation, args[0].shape, layer.kernel.shape)
+    if isinstance(layer, keras.layers.MultiHeadAttention):
+        query = args[0]
+        value = args[1] if len(args) > 1 else kwargs["value"]
+        key = args[2] if len(args) > 2 else kwargs.get("key")
+        key = value if key is None else key
+        projections = (
+            einsum_flops(layer._query_dense.equation, query.shape, layer._query_dense.kernel.shape)
+            + einsum_flops(layer._key_dense.equation, key.shape, layer._key_dense.kernel.shape)
+            + einsum_flops(
+                layer._value_dense.equation, value.shape, layer._value_dense.kernel.shape
+            )
+        )
+        batch, target = query.shape[0], math.prod(query.shape[1:-1])
+        source = math.prod(value.shape[1:-1])
+        heads, key_dim = layer.num_heads, layer.key_dim
+        value_dim = layer.value_dim or key_dim
+        scores = 2 * batch * heads * target * source * key_dim
+        mixing = 2 * batch * heads * target * source * value_dim
+        output = 2 * batch * target * heads * value_dim * layer._output_dense.kernel.shape[-1]
+        return projections + scores + mixing + output
+    return 0
+
+
+def einsum_flops(equation, input_shape, kernel_shape):
+    """2 × the product of every index size of a two-operand einsum."""
+    operands = equation.split("->")[0].split(",")
+    sizes = {}
+    for subscripts, shape in zip(operands, (input_shape, kernel_shape)):
+        subscripts = re.sub(r"\.\.\.", "", subscripts)
+        for index, size in zip(subscripts, shape[-len(subscripts):]):
+            sizes[index] = size
+    if "..." in operands[0]:
+        explicit = len(operands[0]) - 3
+        sizes["..."] = math.prod(input_shape[: len(input_shape) - explicit])
+    return 2 * math.prod(sizes.values())
+
+
+def _example_inputs(graph, input_shape):
+    shapes = input_shape
+    if shapes is not None and len(graph.inputs) == 1:
+        shapes = [shapes]
+    placeholders = []
+    for i, tensor in enumerate(graph.inputs):
+        shape = tuple(shapes[i]) if shapes is not None else tuple(tensor.shape[1:])
+        if any(dim is None for dim in shape):
+            raise ValueError(
+                f"Input '{tensor.name}' of '{graph.name}' has shape {tensor.shape} with unknown "
+                "dimensions; pass `input_shape=` (per example, without the batch dimension)."
+            )
+        placeholders.append(keras.KerasTensor((1,) + shape, dtype=tensor.dtype))
+    return placeholders

@@ -1,0 +1,77 @@
+"""`extract`: a nested width of a Mat model as a standalone model of stock Keras layers."""
+
+import re
+
+import keras
+
+from keras_matta import graph as graph_lib
+from keras_matta import widths as widths_lib
+from keras_matta.layers.mat_layer import MatLayer
+
+
+def extract(model, widths, name=None):
+    """Returns a standalone model of stock Keras layers equal to `model` run at `widths`.
+
+    Every Mat layer is replaced by the stock layers it is equivalent to at its selected width
+    (`MatDense` → `Dense`, `MatTransformerBlock` → `LayerNormalization`, `MultiHeadAttention`,
+    `Dense`, `Dropout`, `Add`), holding copies of the sliced weights; every other layer is
+    cloned with a copy of its weights. The result shares nothing with `model`, has the
+    parameter count `keras_matta.cost(model, widths)["params"]` and loads from a `.keras` file
+    in a process that never imports keras_matta.
+
+    Args:
+        model: a Sequential or Functional model built from Mat layers, or a `keras_matta.MatTA`
+            (its TA is extracted).
+        widths: a width spec: a float in (0, 1], an int, a `{layer_name: spec}` dict
+            (Mix'n'Match), or `None` for the full width.
+        name: name of the returned model (default: `"<model>_<width label>"`).
+
+    Returns:
+        A Functional `keras.Model` whose outputs equal `model`'s outputs inside
+        `keras_matta.WidthScope(model, widths)`.
+
+    Example:
+
+    ```python
+    student = keras_matta.extract(ta_model, 0.25)
+    student.save("student.keras")   # loads with plain keras.saving.load_model
+    ```
+    """
+    model = getattr(model, "ta_model", model)
+    resolved = widths_lib.resolve_widths(model, widths)
+    graph = graph_lib.functional_graph(model)
+    for layer in resolved:
+        if len(layer._inbound_nodes) > 1:
+            raise ValueError(
+                f"Mat layer '{layer.name}' is called {len(layer._inbound_nodes)} times in "
+                f"'{model.name}'; extract() supports Mat layers called once."
+            )
+
+    clones = {}
+
+    def to_stock(operation, *args, **kwargs):
+        if operation in resolved:
+            inputs = args[0] if len(args) == 1 else args
+            return operation.export(inputs, resolved[operation], **kwargs)
+        if isinstance(operation, MatLayer):
+            raise TypeError(
+                f"Mat layer '{operation.name}' is nested inside non-Mat layer; extract() "
+                "needs Mat layers at the top level of a Functional/Sequential graph."
+            )
+        if not isinstance(operation, keras.layers.Layer):
+            return operation(*args, **kwargs)  # a stateless op such as keras.ops.add
+        clone = clones.get(id(operation))
+        if clone is None:
+            clone = operation.__class__.from_config(operation.get_config())
+            clones[id(operation)] = clone
+            outputs = clone(*args, **kwargs)
+            clone.set_weights(operation.get_weights())
+            return outputs
+        return clone(*args, **kwargs)
+
+    inputs = graph_lib.input_placeholders(graph)
+    outputs = graph_lib.walk(graph, inputs, to_stock)
+    if name is None:
+        label = re.sub(r"\W+", "_", widths_lib.width_label(widths)).strip("_")
+        name = f"{model.name}_{label}"
+    return keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs, name=name)

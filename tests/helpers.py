@@ -1,0 +1,38 @@
+"""Shared test helpers (kept here: `keras.src.testing` is private)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def to_numpy(x):
+    return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def other_backend():
+    """A backend other than the current one (for cross-backend save/load tests)."""
+    current = keras.backend.backend()
+    return BACKENDS[(BACKENDS.index(current) + 1) % len(BACKENDS)]
+
+
+def run_python(code, backend=None, timeout=240):
+    """Runs `code` in a fresh interpreter; returns its stdout. Raises on failure."""
+    env = dict(os.environ)
+    env["KERAS_BACKEND"] = backend or keras.backend.backend()
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"subprocess failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout

@@ -1,0 +1,162 @@
+"""The conformance test every Mat layer goes through.
+
+Each case wraps one Mat layer in a small model (`input -> layer -> output`); the same checks run
+for every case: config round trip, serialization registration, `.keras` round trip, a model
+saved under another backend, compiled predict and fit at several widths, mixed precision,
+and extraction to stock layers. A new Mat layer adds one `Case`.
+"""
+
+import dataclasses
+import os
+from typing import Callable
+
+import keras
+import numpy as np
+import pytest
+from helpers import other_backend, run_python, to_numpy
+
+import keras_matta
+
+
+@dataclasses.dataclass
+class Case:
+    name: str
+    make_layer: Callable  # () -> Mat layer
+    input_shape: tuple  # per example
+    widths: tuple  # width specs exercised at call time
+    input_dtype: str = "float32"
+
+    def model(self):
+        inputs = keras.Input(self.input_shape, dtype=self.input_dtype)
+        return keras.Model(inputs, self.make_layer()(inputs))
+
+    def data(self, batch=3):
+        return np.random.RandomState(1).randn(batch, *self.input_shape).astype(self.input_dtype)
+
+
+CASES = [
+    Case(
+        "MatDense",
+        lambda: keras_matta.MatDense(8, activation="gelu", bias_initializer="random_normal"),
+        (5,),
+        (0.5, 3, {"units": 1}),
+    ),
+    Case(
+        "MatDense_head",
+        lambda: keras_matta.MatDense(4, nested=False, bias_initializer="random_normal"),
+        (6,),
+        (None,),
+    ),
+]
+
+
+def layer_of(model):
+    return next(layer for layer in model.layers if isinstance(layer, keras_matta.MatLayer))
+
+
+def outputs_at(model, x, width):
+    layer = layer_of(model)
+    with keras_matta.WidthScope(model, None if width is None else {layer.name: width}):
+        return to_numpy(model(x))
+
+
+def spec_for(model, width):
+    return None if width is None else {layer_of(model).name: width}
+
+
+@pytest.fixture(params=CASES, ids=lambda case: case.name)
+def case(request):
+    return request.param
+
+
+def test_config_round_trip(case):
+    layer = case.make_layer()
+    clone = layer.__class__.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+    name = f"keras_matta>{type(layer).__name__}"
+    assert keras.saving.get_registered_object(name) is type(layer)
+
+
+def test_keras_file_round_trip(case, tmp_path):
+    model = case.model()
+    x = case.data()
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    for width in case.widths:
+        np.testing.assert_allclose(
+            outputs_at(loaded, x, width), outputs_at(model, x, width), atol=1e-6
+        )
+
+
+@pytest.mark.slow
+def test_model_saved_under_another_backend_loads_here(case, tmp_path):
+    path = str(tmp_path / "model.keras")
+    case_index = CASES.index(case)
+    run_python(
+        f"""
+        import sys
+        sys.path[:0] = [{os.path.dirname(__file__)!r}, {os.path.dirname(os.path.dirname(__file__))!r}]
+        import keras
+        from mat_layer_conformance_test import CASES
+        keras.utils.set_random_seed(0)
+        CASES[{case_index}].model().save({path!r})
+        """,
+        backend=other_backend(),
+    )
+    loaded = keras.saving.load_model(path)
+    x = case.data()
+    fresh = case.model()
+    fresh.set_weights(loaded.get_weights())
+    for width in case.widths:
+        np.testing.assert_allclose(
+            outputs_at(loaded, x, width), outputs_at(fresh, x, width), atol=1e-6
+        )
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_compiled_predict_and_fit_at_every_width(case, jit_compile):
+    model = case.model()
+    x = case.data(batch=4)
+    for width in case.widths:
+        expected = outputs_at(model, x, width)
+        with keras_matta.WidthScope(model, spec_for(model, width)):
+            model.compile(optimizer="sgd", loss="mse", jit_compile=jit_compile)
+            np.testing.assert_allclose(
+                model.predict(x, verbose=0), expected, atol=1e-5, rtol=1e-5
+            )
+    # Training at the last (narrowest) width moves the shared weights.
+    before = [to_numpy(w) for w in model.weights]
+    with keras_matta.WidthScope(model, spec_for(model, case.widths[-1])):
+        history = model.fit(x, np.zeros_like(expected), epochs=2, batch_size=4, verbose=0)
+    assert history.history["loss"][1] < history.history["loss"][0]
+    assert any(not np.allclose(b, to_numpy(a)) for b, a in zip(before, model.weights))
+
+
+def test_mixed_bfloat16(case):
+    reference = case.model()
+    x = case.data()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    model = case.model()
+    model.set_weights(reference.get_weights())
+    for width in case.widths:
+        y = outputs_at(model, x, width)
+        assert keras.backend.standardize_dtype(model(x).dtype) == "bfloat16"
+        np.testing.assert_allclose(
+            y.astype("float32"), outputs_at(reference, x, width), atol=0.1, rtol=0.05
+        )
+    assert all(w.dtype == "float32" for w in model.weights)
+
+
+def test_extract_matches_and_counts(case):
+    model = case.model()
+    x = case.data()
+    for width in case.widths:
+        spec = spec_for(model, width)
+        stock = keras_matta.extract(model, spec)
+        assert not any(isinstance(layer, keras_matta.MatLayer) for layer in stock.layers)
+        np.testing.assert_allclose(
+            to_numpy(stock(x)), outputs_at(model, x, width), atol=1e-5
+        )
+        assert stock.count_params() == keras_matta.cost(model, spec)["params"]
+        assert keras_matta.cost(stock) == keras_matta.cost(model, spec)
