@@ -38,7 +38,8 @@ def cost(model, widths=None, input_shape=None):
     ```
     """
     model = getattr(model, "ta_model", model)
-    resolved = widths_lib.resolve_widths(model, widths) if widths is not None else {}
+    has_mat_layers = bool(widths_lib.mat_layers(model))
+    resolved = widths_lib.resolve_widths(model, widths) if has_mat_layers else {}
     graph = graph_lib.functional_graph(model)
     inputs = _example_inputs(graph, input_shape)
     totals = {"params": 0, "flops": 0}
@@ -59,10 +60,7 @@ def cost(model, widths=None, input_shape=None):
         if isinstance(operation, keras.layers.Layer) and id(operation) not in counted:
             counted.add(id(operation))
             totals["params"] += operation.count_params() if operation.weights else 0
-        if hasattr(operation, "matmul_flops"):  # a Mat layer at full width
-            totals["flops"] += operation.matmul_flops(operation.nested_dims(), first_shape)
-        else:
-            totals["flops"] += stock_matmul_flops(operation, *args, **kwargs)
+        totals["flops"] += stock_matmul_flops(operation, *args, **kwargs)
         return operation.compute_output_spec(*args, **kwargs)
 
     graph_lib.walk(graph, inputs, count)

@@ -5,6 +5,7 @@ import math
 import keras
 from keras import ops
 
+from keras_matta.layers import majority as majority_lib
 from keras_matta.layers.mat_layer import MatLayer
 
 
@@ -22,9 +23,18 @@ class MatDense(MatLayer, keras.layers.Dense):
     `units` (a classifier head after nested layers) while the input still follows the incoming
     width.
 
+    With `majority=k > 1` the kernel is stored as `k` copies, combined in weight space into one
+    `(d_in, units)` kernel before slicing (combine, then slice; see
+    `keras_matta.layers.majority`); serving costs one kernel.
+
     Args:
         units: the full (TA) number of output units.
         nested: whether the output width is nested. Defaults to `True`.
+        majority: number of stored kernel copies. Defaults to 1 (a plain kernel).
+        majority_combine: `"random_majority"` (default: average a random strict majority of
+            the copies each training step, all copies at inference), `"median"` (odd
+            `majority`) or `"mean"` (the control: equal to a rescaled learning rate).
+        majority_seed: seed of the random-majority draws.
         **kwargs: every argument of `keras.layers.Dense` (activation, use_bias, initializers,
             regularizers, constraints, `lora_rank`, `lora_alpha`, `name`, `dtype`, ...).
 
@@ -48,9 +58,20 @@ class MatDense(MatLayer, keras.layers.Dense):
         KDD 2025.
     """
 
-    def __init__(self, units, nested=True, **kwargs):
+    def __init__(
+        self,
+        units,
+        nested=True,
+        majority=1,
+        majority_combine="random_majority",
+        majority_seed=None,
+        **kwargs,
+    ):
         if not isinstance(nested, bool):
             raise TypeError(f"`nested` must be a bool; got {nested!r}.")
+        majority_lib.validate_majority(majority, majority_combine)
+        if majority > 1 and kwargs.get("lora_rank"):
+            raise ValueError("MatDense does not combine `lora_rank` with `majority > 1`.")
         if kwargs.get("quantization_config") is not None:
             raise ValueError(
                 "MatDense does not support `quantization_config`: extract a width with "
@@ -58,11 +79,68 @@ class MatDense(MatLayer, keras.layers.Dense):
             )
         super().__init__(units, **kwargs)
         self.nested = nested
+        self.majority = majority
+        self.majority_combine = majority_combine
+        self.majority_seed = majority_seed
+        if majority > 1:
+            self._majority_seed_generator = keras.random.SeedGenerator(majority_seed)
 
     def build(self, input_shape):
-        super().build(input_shape)
+        if self.majority == 1:
+            super().build(input_shape)
+        else:
+            self._kernel = majority_lib.add_majority_kernel(
+                self,
+                "kernel",
+                (input_shape[-1], self.units),
+                self.majority,
+                initializer=self.kernel_initializer,
+                regularizer=self.kernel_regularizer,
+                constraint=self.kernel_constraint,
+            )
+            self.bias = None
+            if self.use_bias:
+                self.bias = self.add_weight(
+                    name="bias",
+                    shape=(self.units,),
+                    initializer=self.bias_initializer,
+                    regularizer=self.bias_regularizer,
+                    constraint=self.bias_constraint,
+                )
+            self.built = True
         # Any prefix of the built input dimension is a valid input.
         self.input_spec = keras.layers.InputSpec(min_ndim=2)
+
+    @property
+    def kernel(self):
+        """The effective `(d_in, units)` kernel (copies combined for inference)."""
+        if self.majority == 1:
+            return super().kernel
+        return self._combined_kernel(training=False)
+
+    def _combined_kernel(self, training):
+        return majority_lib.combine_copies(
+            self._kernel,
+            self.majority,
+            self.majority_combine,
+            training=training,
+            seed_generator=getattr(self, "_majority_seed_generator", None),
+        )
+
+    def save_own_variables(self, store):
+        # Dense saves the *effective* kernel; majority copies must be saved as stored.
+        if self.majority == 1:
+            return super().save_own_variables(store)
+        return keras.layers.Layer.save_own_variables(self, store)
+
+    def load_own_variables(self, store):
+        if self.majority == 1:
+            return super().load_own_variables(store)
+        return keras.layers.Layer.load_own_variables(self, store)
+
+    @property
+    def input_dim(self):
+        return self._kernel.shape[-2]
 
     def nested_dims(self):
         return {"units": self.units} if self.nested else {}
@@ -72,13 +150,14 @@ class MatDense(MatLayer, keras.layers.Dense):
 
     def call(self, inputs, width=None, training=None):
         input_dim = inputs.shape[-1]
-        if input_dim > self._kernel.shape[0]:
+        if input_dim > self.input_dim:
             raise ValueError(
-                f"Layer '{self.name}' was built for {self._kernel.shape[0]} input features; "
+                f"Layer '{self.name}' was built for {self.input_dim} input features; "
                 f"got an input with {input_dim}."
             )
         units = self._output_units(width)
-        outputs = ops.matmul(inputs, self.kernel[:input_dim, :units])
+        kernel = self.kernel if self.majority == 1 else self._combined_kernel(training)
+        outputs = ops.matmul(inputs, kernel[:input_dim, :units])
         if self.bias is not None:
             outputs = ops.add(outputs, self.bias[:units])
         if self.activation is not None:
@@ -98,7 +177,15 @@ class MatDense(MatLayer, keras.layers.Dense):
 
     def export(self, inputs, width, **call_kwargs):
         config = self.get_config()
-        for key in ("nested", "lora_rank", "lora_alpha", "quantization_config"):
+        for key in (
+            "nested",
+            "majority",
+            "majority_combine",
+            "majority_seed",
+            "lora_rank",
+            "lora_alpha",
+            "quantization_config",
+        ):
             config.pop(key, None)
         config["units"] = width.get("units", self.units)
         dense = keras.layers.Dense.from_config(config)
@@ -123,4 +210,10 @@ class MatDense(MatLayer, keras.layers.Dense):
         return 2 * rows * input_shape[-1] * width.get("units", self.units)
 
     def get_config(self):
-        return {**super().get_config(), "nested": self.nested}
+        return {
+            **super().get_config(),
+            "nested": self.nested,
+            "majority": self.majority,
+            "majority_combine": self.majority_combine,
+            "majority_seed": self.majority_seed,
+        }
