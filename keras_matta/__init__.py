@@ -5,10 +5,15 @@ Student nested inside it as a prefix of its kernels, trained together with a com
 distillation loss; `extract` turns any width into a standalone model of stock Keras layers.
 """
 
-from keras_matta.layers import MatDense, MatLayer
-from keras_matta.widths import WidthScope, resolve_widths, width_label
-
-__version__ = "0.1.0"
-
+from keras_matta import optimizers
 from keras_matta.cost import cost
 from keras_matta.extract import extract
+from keras_matta.layers import MatDense
+from keras_matta.layers import MatLayer
+from keras_matta.layers import MatMultiHeadAttention
+from keras_matta.layers import MatTransformerBlock
+from keras_matta.widths import WidthScope
+from keras_matta.widths import resolve_widths
+from keras_matta.widths import width_label
+
+__version__ = "0.1.0"

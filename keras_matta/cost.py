@@ -37,7 +37,7 @@ def cost(model, widths=None, input_shape=None):
         print(fraction, keras_matta.cost(model, fraction))
     ```
     """
-    model = getattr(model, "ta_model", model)
+    model = graph_lib.unwrap(model)
     has_mat_layers = bool(widths_lib.mat_layers(model))
     resolved = widths_lib.resolve_widths(model, widths) if has_mat_layers else {}
     graph = graph_lib.functional_graph(model)
@@ -46,9 +46,9 @@ def cost(model, widths=None, input_shape=None):
     counted = set()
 
     def count(operation, *args, **kwargs):
-        first_shape = tuple(args[0].shape) if args else None
         if operation in resolved:
             width = resolved[operation]
+            first_shape = tuple(args[0].shape)
             totals["params"] += operation.param_count(width, first_shape[-1])
             totals["flops"] += operation.matmul_flops(width, first_shape)
             saved = operation.selected_width

@@ -37,7 +37,7 @@ def extract(model, widths, name=None):
     student.save("student.keras")   # loads with plain keras.saving.load_model
     ```
     """
-    model = getattr(model, "ta_model", model)
+    model = graph_lib.unwrap(model)
     resolved = widths_lib.resolve_widths(model, widths)
     graph = graph_lib.functional_graph(model)
     for layer in resolved:

@@ -8,6 +8,13 @@ the graph is reached.
 import keras
 
 
+def unwrap(model):
+    """The TA of a `keras_matta.MatTA`; any other model unchanged."""
+    from keras_matta.training.matta import MatTA
+
+    return model.model if isinstance(model, MatTA) else model
+
+
 def functional_graph(model):
     """Returns the `Functional` graph behind `model`.
 

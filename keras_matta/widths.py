@@ -2,7 +2,7 @@
 
 One spec type is accepted everywhere (layers, `WidthScope`, `MatTA`, `extract`, `cost`):
 
-- a float `f` in (0, 1]: every nested dimension of every Mat layer at `round(f * full)`
+- a float `f` in (0, 1]: every nested dimension of every Mat layer at `f * full` rounded half up
   (attention heads only where the layer nests them);
 - an int `n`: every Mat layer's primary nested dimension (`units`, `intermediate_dim`) at `n`;
 - a dict `{layer_name: spec}` ("Mix'n'Match"): per-layer choices, layers not named run at full
@@ -15,6 +15,7 @@ everything before any computation runs. Widths are plain Python ints, so compile
 static shapes.
 """
 
+import math
 import numbers
 
 import keras
@@ -40,8 +41,13 @@ def resolve_layer_width(layer_name, nested_dims, spec, primary=None):
     Returns:
         A dict with one int per nested dimension.
     """
-    if spec is None or not nested_dims:
+    if spec is None:
         return dict(nested_dims)
+    if not nested_dims:
+        raise ValueError(
+            f"Layer '{layer_name}' has no nested dimension (e.g. `nested=False`); got width "
+            f"{spec!r}, allowed: None."
+        )
     primary = primary or next(iter(nested_dims))
     if _is_fraction(spec):
         if not 0.0 < spec <= 1.0:
@@ -71,7 +77,7 @@ def resolve_layer_width(layer_name, nested_dims, spec, primary=None):
                     f"Width fraction for '{dim}' of layer '{layer_name}' must be in (0, 1]; "
                     f"got {value}."
                 )
-            value = round(value * full)
+            value = math.floor(value * full + 0.5)  # half up: 0.5 of 1 head is 1 head
         elif not _is_int(value):
             raise TypeError(
                 f"Width for '{dim}' of layer '{layer_name}' must be a float or an int; "
@@ -146,7 +152,9 @@ def resolve_widths(model, widths):
             "`widths` must be a float in (0, 1], an int, a dict {layer_name: spec} or None; "
             f"got {widths!r} of type {type(widths).__name__}."
         )
-    return {layer: layer.resolve_width(widths) for layer in layers}
+    return {
+        layer: layer.resolve_width(widths) if layer.nested_dims() else {} for layer in layers
+    }
 
 
 def is_full_width(resolved):

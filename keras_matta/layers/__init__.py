@@ -1,2 +1,4 @@
+from keras_matta.layers.mat_attention import MatMultiHeadAttention
 from keras_matta.layers.mat_dense import MatDense
 from keras_matta.layers.mat_layer import MatLayer
+from keras_matta.layers.mat_transformer_block import MatTransformerBlock

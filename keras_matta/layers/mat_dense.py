@@ -167,6 +167,10 @@ class MatDense(MatLayer, keras.layers.Dense):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self._output_units(),)
 
+    def compute_output_spec(self, inputs, width=None, training=None):
+        shape = tuple(inputs.shape[:-1]) + (self._output_units(width),)
+        return keras.KerasTensor(shape, dtype=self.compute_dtype)
+
     def quantize(self, mode=None, type_check=True, config=None):
         raise NotImplementedError(
             "MatDense cannot be quantized in place: extract a width with "

@@ -48,6 +48,23 @@ CASES = [
         (0.5, None),
     ),
     Case(
+        "MatTransformerBlock",
+        lambda: keras_matta.MatTransformerBlock(
+            intermediate_dim=16, num_heads=4, nested_heads=True, causal=True,
+            activation="gelu", bias_initializer="random_normal",
+        ),
+        (5, 8),
+        (0.5, {"intermediate_dim": 3}, {"intermediate_dim": 8, "num_heads": 1}),
+    ),
+    Case(
+        "MatMultiHeadAttention",
+        lambda: keras_matta.MatMultiHeadAttention(
+            num_heads=4, key_dim=3, bias_initializer="random_normal"
+        ),
+        (5, 8),
+        (0.5, 1),
+    ),
+    Case(
         "MatDense_head",
         lambda: keras_matta.MatDense(4, nested=False, bias_initializer="random_normal"),
         (6,),

@@ -1,0 +1,379 @@
+"""MatMultiHeadAttention: multi-head attention whose heads are a nested prefix."""
+
+import math
+
+import keras
+from keras import ops
+from keras.src.backend import get_keras_mask
+
+from keras_matta.layers.mat_layer import MatLayer
+
+
+@keras.saving.register_keras_serializable(package="keras_matta")
+class MatMultiHeadAttention(MatLayer, keras.layers.Layer):
+    """Multi-head attention that can run on any prefix of its heads.
+
+    The weights are laid out exactly like `keras.layers.MultiHeadAttention`: projection kernels
+    `W_q, W_k` of shape `(d, H, key_dim)`, `W_v` of shape `(d, H, value_dim)`, biases
+    `(H, key_dim)` / `(H, value_dim)`, an output kernel `W_o` of shape `(H, value_dim, d_out)`
+    and an output bias `(d_out,)`. Run at `h <= H` heads it computes
+
+        q_i = x_q W_q[:, i] + b_q[i],  k_i = x_v W_k[:, i] + b_k[i],  v_i = x_v W_v[:, i] + b_v[i]
+        a_i = dropout(softmax(q_i k_i^T / sqrt(key_dim), masked))
+        y   = sum_{i < h} (a_i v_i) W_o[i] + b_o
+
+    which is exactly a stock `MultiHeadAttention(num_heads=h)` holding `W[:, :h]`, `b[:h]`,
+    `W_o[:h]` and the full output bias. Whole heads nest, so the Student's heads are the TA's
+    first `h` heads.
+
+    Masks follow `keras.layers.MultiHeadAttention`: the Keras masks of `query` and `value`
+    (e.g. from `Embedding(mask_zero=True)`), an explicit `attention_mask` and the causal mask
+    are AND-ed into one `(B, T, S)` mask. A query row with no key left (a padded query) gets the
+    same output as in the stock layer: uniform weights when `dropout == 0` (its fused kernel),
+    zero weights when `dropout > 0` (its `Softmax` layer), so extraction is exact everywhere.
+    The softmax runs in float32 under mixed precision, like the fused kernels.
+
+    Args:
+        num_heads: the full (TA) number of heads `H`.
+        key_dim: size of each query/key head.
+        value_dim: size of each value head. Defaults to `key_dim`.
+        dropout: dropout rate on the attention weights.
+        use_bias: whether the projections have biases.
+        output_shape: output feature size `d_out` (an int or a 1-tuple). Defaults to the last
+            dimension of the query.
+        kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
+            kernel_constraint, bias_constraint: as in `keras.layers.MultiHeadAttention`.
+        nested_heads: whether the number of heads is nested. Defaults to `True`.
+        seed: seed of the attention dropout.
+        **kwargs: base layer arguments (`name`, `dtype`, `activity_regularizer`, ...).
+
+    Call arguments:
+        query: `(B, T, d_q)`.
+        value: `(B, S, d_v)`; defaults to `query` (self-attention).
+        key: `(B, S, d_k)`; defaults to `value`.
+        query_mask, value_mask, key_mask: Keras masks, filled in from the inputs by Keras.
+        attention_mask: boolean `(B, T, S)` (or broadcastable), `True` where attention is allowed.
+        use_causal_mask: whether query `t` may only attend to keys `s <= t`.
+        training: whether attention dropout is active.
+        width: optional width spec for this call (an int number of heads, a fraction, or
+            `{"num_heads": h}`); by default the `WidthScope` selection, else all heads.
+
+    Example:
+
+    ```python
+    layer = keras_matta.layers.MatMultiHeadAttention(num_heads=8, key_dim=16)
+    y = layer(x, use_causal_mask=True)            # all 8 heads
+    y_small = layer(x, use_causal_mask=True, width=2)  # heads 0 and 1 only
+    ```
+
+    Reference:
+        Devvrit et al., "MatFormer: Nested Transformer for Elastic Inference", 2023;
+        Verma et al., "Matryoshka Model Learning for Improved Elastic Student Models",
+        KDD 2025 (arXiv 2505.23337).
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        key_dim,
+        value_dim=None,
+        dropout=0.0,
+        use_bias=True,
+        output_shape=None,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        nested_heads=True,
+        seed=None,
+        **kwargs,
+    ):
+        value_dim = key_dim if value_dim is None else value_dim
+        positive_ints = {"num_heads": num_heads, "key_dim": key_dim, "value_dim": value_dim}
+        for arg, value in positive_ints.items():
+            if not _is_int(value) or value <= 0:
+                raise ValueError(f"`{arg}` must be a positive integer; got {value!r}.")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"`dropout` must be in [0, 1); got {dropout}.")
+        if not isinstance(nested_heads, bool):
+            raise TypeError(f"`nested_heads` must be a bool; got {nested_heads!r}.")
+        if isinstance(output_shape, (tuple, list)):
+            if len(output_shape) != 1:
+                raise ValueError(
+                    f"`output_shape` must be an int or a 1-tuple; got {output_shape!r}."
+                )
+            output_shape = output_shape[0]
+        if output_shape is not None and (not _is_int(output_shape) or output_shape <= 0):
+            raise ValueError(f"`output_shape` must be a positive integer; got {output_shape!r}.")
+        super().__init__(**kwargs)
+        self.supports_masking = True
+        self.num_heads = num_heads
+        self.key_dim = key_dim
+        self.value_dim = value_dim
+        self.dropout = dropout
+        self.use_bias = use_bias
+        # Not `self.output_shape`: `summary()` would read it as the layer's output shape.
+        self._output_dim = output_shape
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+        self.nested_heads = nested_heads
+        self.seed = seed
+        self._dropout_layer = keras.layers.Dropout(dropout, seed=seed, dtype=self.dtype_policy)
+
+    def build(self, query_shape, value_shape=None, key_shape=None):
+        value_shape = query_shape if value_shape is None else value_shape
+        key_shape = value_shape if key_shape is None else key_shape
+        for arg, shape in (("query", query_shape), ("value", value_shape), ("key", key_shape)):
+            if len(shape) != 3:
+                raise ValueError(
+                    f"Layer '{self.name}' expects `{arg}` of rank 3 (batch, seq, features); "
+                    f"got shape {tuple(shape)}."
+                )
+        H, dk, dv = self.num_heads, self.key_dim, self.value_dim
+        d_out = self._output_dim or query_shape[-1]
+        add = self._add_weight
+        # Same order as `MultiHeadAttention.get_weights()`: q, k, v, output (kernel, bias).
+        self.query_kernel = add("query_kernel", (query_shape[-1], H, dk), "kernel")
+        self.query_bias = add("query_bias", (H, dk), "bias")
+        self.key_kernel = add("key_kernel", (key_shape[-1], H, dk), "kernel")
+        self.key_bias = add("key_bias", (H, dk), "bias")
+        self.value_kernel = add("value_kernel", (value_shape[-1], H, dv), "kernel")
+        self.value_bias = add("value_bias", (H, dv), "bias")
+        self.output_kernel = add("output_kernel", (H, dv, d_out), "kernel")
+        self.output_bias = add("output_bias", (d_out,), "bias")
+
+    def _add_weight(self, name, shape, kind):
+        if kind == "bias" and not self.use_bias:
+            return None
+        return self.add_weight(
+            name=name,
+            shape=shape,
+            # A fresh initializer per weight: one unseeded instance would repeat its values.
+            initializer=_clone(getattr(self, f"{kind}_initializer")),
+            regularizer=getattr(self, f"{kind}_regularizer"),
+            constraint=getattr(self, f"{kind}_constraint"),
+        )
+
+    def nested_dims(self):
+        return {"num_heads": self.num_heads} if self.nested_heads else {}
+
+    def call(
+        self,
+        query,
+        value=None,
+        key=None,
+        query_mask=None,
+        value_mask=None,
+        key_mask=None,
+        attention_mask=None,
+        use_causal_mask=False,
+        training=None,
+        width=None,
+    ):
+        h = self._active_width(width).get("num_heads", self.num_heads)
+        # Like `MultiHeadAttention`: the query's Keras mask is read from the tensor; the value's
+        # and key's come in as arguments (Keras fills them in when they are separate inputs).
+        query_mask = get_keras_mask(query)
+        if value is None:
+            value = query
+            value_mask = query_mask if value_mask is None else value_mask
+        key = value if key is None else key
+        mask = self._compute_attention_mask(
+            query, value, (query_mask, value_mask, key_mask), attention_mask, use_causal_mask
+        )  # (B|1, T|1, S) bool, or None
+        q = self._project(query, self.query_kernel, self.query_bias, h)  # (B, T, h, key_dim)
+        k = self._project(key, self.key_kernel, self.key_bias, h)  # (B, S, h, key_dim)
+        v = self._project(value, self.value_kernel, self.value_bias, h)  # (B, S, h, value_dim)
+        q = ops.multiply(q, ops.cast(1.0 / math.sqrt(self.key_dim), q.dtype))
+        scores = ops.einsum("bsnk,btnk->bnts", k, q)  # (B, h, T, S)
+        weights = self._masked_softmax(scores, mask)  # (B, h, T, S)
+        if self.dropout > 0:
+            weights = self._dropout_layer(weights, training=training)
+        context = ops.einsum("bnts,bsnv->btnv", weights, v)  # (B, T, h, value_dim)
+        outputs = ops.einsum("btnv,nvo->bto", context, self.output_kernel[:h])  # (B, T, d_out)
+        if self.use_bias:
+            outputs = ops.add(outputs, self.output_bias)
+        return outputs
+
+    def _compute_attention_mask(self, query, value, keras_masks, attention_mask, causal):
+        """AND of every mask source, as `MultiHeadAttention._compute_attention_mask` does."""
+        query_mask, value_mask, key_mask = keras_masks
+        masks = []
+        if query_mask is not None:
+            masks.append(ops.expand_dims(ops.cast(query_mask, "bool"), -1))  # (B, T, 1)
+        for keys_mask in (value_mask, key_mask):
+            if keys_mask is not None:
+                masks.append(ops.expand_dims(ops.cast(keys_mask, "bool"), -2))  # (B, 1, S)
+        if causal:
+            rows = ops.expand_dims(ops.arange(ops.shape(query)[1]), -1)  # (T, 1)
+            cols = ops.expand_dims(ops.arange(ops.shape(value)[1]), 0)  # (1, S)
+            masks.append(ops.expand_dims(ops.greater_equal(rows, cols), 0))  # (1, T, S)
+        if attention_mask is not None:
+            masks.append(ops.cast(attention_mask, "bool"))  # (B, T, S)
+        mask = masks[0] if masks else None
+        for other in masks[1:]:
+            mask = ops.logical_and(mask, other)
+        return mask
+
+    def _project(self, x, kernel, bias, h):
+        y = ops.einsum("bsd,dnk->bsnk", x, kernel[:, :h, :])
+        return y if bias is None else ops.add(y, bias[:h])
+
+    def _masked_softmax(self, scores, mask):
+        scores = ops.cast(scores, "float32")
+        if mask is not None:
+            while len(mask.shape) < 4:
+                mask = ops.expand_dims(mask, axis=-3)  # (B, 1, T, S): shared by all heads
+            scores = ops.where(mask, scores, -1e9)
+        weights = ops.softmax(scores, axis=-1)
+        if mask is not None and self.dropout > 0:
+            # Stock MHA's dropout path (keras.layers.Softmax) zeroes rows with no key left; its
+            # fused path (dropout == 0) leaves them uniform. Mirror both: export stays exact.
+            weights = ops.where(mask, weights, 0.0)
+        return ops.cast(weights, self.compute_dtype)
+
+    def compute_output_shape(self, query_shape, value_shape=None, key_shape=None):
+        return tuple(query_shape[:-1]) + (self._output_dim or query_shape[-1],)
+
+    # === Extraction ===
+
+    def to_stock(self, width, name=None):
+        """An unbuilt `keras.layers.MultiHeadAttention` equal to this layer at `width`.
+
+        Note: in Keras 3.15 on JAX, the stock layer fails when `value_dim != key_dim` and
+        `dropout == 0` (its fused kernel needs equal head sizes); this layer does not.
+        """
+        return keras.layers.MultiHeadAttention(
+            num_heads=width.get("num_heads", self.num_heads),
+            key_dim=self.key_dim,
+            value_dim=self.value_dim,
+            dropout=self.dropout,
+            use_bias=self.use_bias,
+            output_shape=self.output_kernel.shape[-1],
+            seed=self.seed,
+            name=name or self.name,
+            dtype=self.dtype_policy,
+            **self._weight_config(),
+        )
+
+    def sliced_weights(self, width):
+        """The weights of `to_stock(width)`, in `MultiHeadAttention.get_weights()` order."""
+        h = width.get("num_heads", self.num_heads)
+        weights = []
+        for kernel, bias in (
+            (self.query_kernel, self.query_bias),
+            (self.key_kernel, self.key_bias),
+            (self.value_kernel, self.value_bias),
+        ):
+            weights.append(ops.convert_to_numpy(kernel)[:, :h])
+            if bias is not None:
+                weights.append(ops.convert_to_numpy(bias)[:h])
+        weights.append(ops.convert_to_numpy(self.output_kernel)[:h])
+        if self.output_bias is not None:
+            weights.append(ops.convert_to_numpy(self.output_bias))
+        return weights
+
+    def export(self, inputs, width, value=None, key=None, training=None, **call_kwargs):
+        if isinstance(inputs, (list, tuple)):  # positional `(query, value[, key])`
+            inputs, value, key = (list(inputs) + [value, key])[:3]
+        call_kwargs.pop("query_mask", None)  # the stock layer reads it from the tensor
+        call_kwargs.pop("width", None)
+        if training is not None:
+            call_kwargs["training"] = training
+        attention = self.to_stock(width)
+        outputs = attention(inputs, inputs if value is None else value, key=key, **call_kwargs)
+        attention.set_weights(self.sliced_weights(width))
+        return outputs
+
+    def param_count(self, width, input_dim):
+        d_q, d_k, d_v, d_out = self._feature_dims(input_dim)
+        heads = width.get("num_heads", self.num_heads)
+        return attention_param_count(
+            heads, self.key_dim, self.value_dim, d_q, d_k, d_v, d_out, self.use_bias
+        )
+
+    def matmul_flops(self, width, input_shape, value_shape=None):
+        """FLOPs of the projections, `QK^T` and `AV` (see `attention_matmul_flops`).
+
+        `value_shape` (batch, S, d_v) defaults to self-attention over the query.
+        """
+        batch, t, d_q = input_shape
+        s = t if value_shape is None else value_shape[1]
+        _, d_k, d_v, d_out = self._feature_dims(d_q)
+        heads = width.get("num_heads", self.num_heads)
+        return attention_matmul_flops(
+            heads, self.key_dim, self.value_dim, batch, t, s, d_q, d_k, d_v, d_out
+        )
+
+    def _feature_dims(self, input_dim):
+        # Built layers know their key/value/output sizes; before build, assume self-attention.
+        if not self.built:
+            return input_dim, input_dim, input_dim, self._output_dim or input_dim
+        return (
+            input_dim,
+            self.key_kernel.shape[0],
+            self.value_kernel.shape[0],
+            self.output_kernel.shape[-1],
+        )
+
+    def _weight_config(self):
+        return {
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+            "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+            "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
+            "bias_constraint": keras.constraints.serialize(self.bias_constraint),
+        }
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "key_dim": self.key_dim,
+            "value_dim": self.value_dim,
+            "dropout": self.dropout,
+            "use_bias": self.use_bias,
+            "output_shape": self._output_dim,
+            **self._weight_config(),
+            "nested_heads": self.nested_heads,
+            "seed": self.seed,
+        }
+
+
+# === Costs, shared with MatTransformerBlock ===
+
+
+def attention_param_count(heads, key_dim, value_dim, d_q, d_k, d_v, d_out, use_bias=True):
+    """Parameters of a stock `MultiHeadAttention` with `heads` heads."""
+    count = heads * key_dim * (d_q + d_k) + heads * value_dim * (d_v + d_out)
+    if use_bias:
+        count += 2 * heads * key_dim + heads * value_dim + d_out
+    return count
+
+
+def attention_matmul_flops(heads, key_dim, value_dim, batch, t, s, d_q, d_k, d_v, d_out):
+    """Matmul FLOPs (2 per multiply-add) of multi-head attention, summed over the batch.
+
+    Counts the Q/K/V/output projections, `QK^T` and `AV`. `QK^T` and `AV` are counted over the
+    full `T x S` score matrix whether or not a causal mask is applied: the dense kernels compute
+    every score and then mask it. Softmax, scaling, bias adds and dropout are not matmuls.
+    """
+    projections = t * d_q * heads * key_dim + s * (d_k * heads * key_dim + d_v * heads * value_dim)
+    attention = heads * t * s * (key_dim + value_dim)
+    output = t * heads * value_dim * d_out
+    return 2 * batch * (projections + attention + output)
+
+
+def _clone(initializer):
+    return initializer.__class__.from_config(initializer.get_config())
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
