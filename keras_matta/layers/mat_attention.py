@@ -6,6 +6,7 @@ import keras
 from keras import ops
 from keras.src.backend import get_keras_mask
 
+from keras_matta.layers import majority as majority_lib
 from keras_matta.layers.mat_layer import MatLayer
 
 
@@ -45,6 +46,8 @@ class MatMultiHeadAttention(MatLayer, keras.layers.Layer):
             kernel_constraint, bias_constraint: as in `keras.layers.MultiHeadAttention`.
         nested_heads: whether the number of heads is nested. Defaults to `True`.
         seed: seed of the attention dropout.
+        majority, majority_combine, majority_seed: majority kernels for the four projection
+            kernels (biases stay single), as in `MatDense`. Defaults to 1 (plain kernels).
         **kwargs: base layer arguments (`name`, `dtype`, `activity_regularizer`, ...).
 
     Call arguments:
@@ -88,9 +91,13 @@ class MatMultiHeadAttention(MatLayer, keras.layers.Layer):
         bias_constraint=None,
         nested_heads=True,
         seed=None,
+        majority=1,
+        majority_combine="random_majority",
+        majority_seed=None,
         **kwargs,
     ):
         value_dim = key_dim if value_dim is None else value_dim
+        majority_lib.validate_majority(majority, majority_combine)
         positive_ints = {"num_heads": num_heads, "key_dim": key_dim, "value_dim": value_dim}
         for arg, value in positive_ints.items():
             if not _is_int(value) or value <= 0:
@@ -125,6 +132,11 @@ class MatMultiHeadAttention(MatLayer, keras.layers.Layer):
         self.nested_heads = nested_heads
         self.seed = seed
         self._dropout_layer = keras.layers.Dropout(dropout, seed=seed, dtype=self.dtype_policy)
+        self.majority = majority
+        self.majority_combine = majority_combine
+        self.majority_seed = majority_seed
+        if majority > 1:
+            self._majority_seed_generator = keras.random.SeedGenerator(majority_seed)
 
     def build(self, query_shape, value_shape=None, key_shape=None):
         value_shape = query_shape if value_shape is None else value_shape
@@ -151,14 +163,28 @@ class MatMultiHeadAttention(MatLayer, keras.layers.Layer):
     def _add_weight(self, name, shape, kind):
         if kind == "bias" and not self.use_bias:
             return None
-        return self.add_weight(
-            name=name,
-            shape=shape,
-            # A fresh initializer per weight: one unseeded instance would repeat its values.
-            initializer=_clone(getattr(self, f"{kind}_initializer")),
-            regularizer=getattr(self, f"{kind}_regularizer"),
-            constraint=getattr(self, f"{kind}_constraint"),
-        )
+        # A fresh initializer per weight: one unseeded instance would repeat its values.
+        weight_kwargs = {
+            "initializer": _clone(getattr(self, f"{kind}_initializer")),
+            "regularizer": getattr(self, f"{kind}_regularizer"),
+            "constraint": getattr(self, f"{kind}_constraint"),
+        }
+        if kind == "bias":
+            return self.add_weight(name=name, shape=shape, **weight_kwargs)
+        return majority_lib.add_majority_kernel(self, name, shape, self.majority, **weight_kwargs)
+
+    def _kernels(self, training=False):
+        """The query, key, value and output kernels, majority copies combined."""
+        return [
+            majority_lib.combine_copies(
+                kernel,
+                self.majority,
+                self.majority_combine,
+                training=training,
+                seed_generator=getattr(self, "_majority_seed_generator", None),
+            )
+            for kernel in (self.query_kernel, self.key_kernel, self.value_kernel, self.output_kernel)
+        ]
 
     def nested_dims(self):
         return {"num_heads": self.num_heads} if self.nested_heads else {}
@@ -187,16 +213,17 @@ class MatMultiHeadAttention(MatLayer, keras.layers.Layer):
         mask = self._compute_attention_mask(
             query, value, (query_mask, value_mask, key_mask), attention_mask, use_causal_mask
         )  # (B|1, T|1, S) bool, or None
-        q = self._project(query, self.query_kernel, self.query_bias, h)  # (B, T, h, key_dim)
-        k = self._project(key, self.key_kernel, self.key_bias, h)  # (B, S, h, key_dim)
-        v = self._project(value, self.value_kernel, self.value_bias, h)  # (B, S, h, value_dim)
+        query_kernel, key_kernel, value_kernel, output_kernel = self._kernels(training)
+        q = self._project(query, query_kernel, self.query_bias, h)  # (B, T, h, key_dim)
+        k = self._project(key, key_kernel, self.key_bias, h)  # (B, S, h, key_dim)
+        v = self._project(value, value_kernel, self.value_bias, h)  # (B, S, h, value_dim)
         q = ops.multiply(q, ops.cast(1.0 / math.sqrt(self.key_dim), q.dtype))
         scores = ops.einsum("bsnk,btnk->bnts", k, q)  # (B, h, T, S)
         weights = self._masked_softmax(scores, mask)  # (B, h, T, S)
         if self.dropout > 0:
             weights = self._dropout_layer(weights, training=training)
         context = ops.einsum("bnts,bsnv->btnv", weights, v)  # (B, T, h, value_dim)
-        outputs = ops.einsum("btnv,nvo->bto", context, self.output_kernel[:h])  # (B, T, d_out)
+        outputs = ops.einsum("btnv,nvo->bto", context, output_kernel[:h])  # (B, T, d_out)
         if self.use_bias:
             outputs = ops.add(outputs, self.output_bias)
         return outputs
@@ -265,16 +292,17 @@ class MatMultiHeadAttention(MatLayer, keras.layers.Layer):
     def sliced_weights(self, width):
         """The weights of `to_stock(width)`, in `MultiHeadAttention.get_weights()` order."""
         h = width.get("num_heads", self.num_heads)
+        query_kernel, key_kernel, value_kernel, output_kernel = self._kernels()
         weights = []
         for kernel, bias in (
-            (self.query_kernel, self.query_bias),
-            (self.key_kernel, self.key_bias),
-            (self.value_kernel, self.value_bias),
+            (query_kernel, self.query_bias),
+            (key_kernel, self.key_bias),
+            (value_kernel, self.value_bias),
         ):
             weights.append(ops.convert_to_numpy(kernel)[:, :h])
             if bias is not None:
                 weights.append(ops.convert_to_numpy(bias)[:h])
-        weights.append(ops.convert_to_numpy(self.output_kernel)[:h])
+        weights.append(ops.convert_to_numpy(output_kernel)[:h])
         if self.output_bias is not None:
             weights.append(ops.convert_to_numpy(self.output_bias))
         return weights
@@ -317,8 +345,8 @@ class MatMultiHeadAttention(MatLayer, keras.layers.Layer):
             return input_dim, input_dim, input_dim, self._output_dim or input_dim
         return (
             input_dim,
-            self.key_kernel.shape[0],
-            self.value_kernel.shape[0],
+            self.key_kernel.shape[-3],  # majority copies, if any, stack in front
+            self.value_kernel.shape[-3],
             self.output_kernel.shape[-1],
         )
 
@@ -344,6 +372,9 @@ class MatMultiHeadAttention(MatLayer, keras.layers.Layer):
             **self._weight_config(),
             "nested_heads": self.nested_heads,
             "seed": self.seed,
+            "majority": self.majority,
+            "majority_combine": self.majority_combine,
+            "majority_seed": self.majority_seed,
         }
 
 

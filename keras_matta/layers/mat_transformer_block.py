@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_matta.layers import majority as majority_lib
 from keras_matta.layers.mat_attention import MatMultiHeadAttention
 from keras_matta.layers.mat_attention import attention_matmul_flops
 from keras_matta.layers.mat_attention import attention_param_count
@@ -39,6 +40,9 @@ class MatTransformerBlock(MatLayer, keras.layers.Layer):
         key_dim: size of each attention head. Defaults to `d // num_heads`, which must divide.
         nested_heads: whether the number of heads is nested too. Defaults to `False`.
         causal: the default of `use_causal_mask`. Defaults to `False`.
+        majority, majority_combine, majority_seed: majority kernels for every kernel of the
+            block (attention projections and both FFN kernels; biases and norms stay single),
+            as in `MatDense`. Defaults to 1 (plain kernels).
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -77,8 +81,12 @@ class MatTransformerBlock(MatLayer, keras.layers.Layer):
         key_dim=None,
         nested_heads=False,
         causal=False,
+        majority=1,
+        majority_combine="random_majority",
+        majority_seed=None,
         **kwargs,
     ):
+        majority_lib.validate_majority(majority, majority_combine)
         positive_ints = {"intermediate_dim": intermediate_dim, "num_heads": num_heads}
         if key_dim is not None:
             positive_ints["key_dim"] = key_dim
@@ -104,6 +112,9 @@ class MatTransformerBlock(MatLayer, keras.layers.Layer):
         self.key_dim = key_dim
         self.nested_heads = nested_heads
         self.causal = causal
+        self.majority = majority
+        self.majority_combine = majority_combine
+        self.majority_seed = majority_seed
 
     def build(self, inputs_shape):
         d_model = inputs_shape[-1]
@@ -114,6 +125,11 @@ class MatTransformerBlock(MatLayer, keras.layers.Layer):
         init = lambda: {  # noqa: E731 (fresh initializers: unseeded ones would repeat values)
             "kernel_initializer": _clone(self.kernel_initializer),
             "bias_initializer": _clone(self.bias_initializer),
+        }
+        majority = lambda offset: {  # noqa: E731 (each sublayer draws its own majorities)
+            "majority": self.majority,
+            "majority_combine": self.majority_combine,
+            "majority_seed": None if self.majority_seed is None else self.majority_seed + offset,
         }
         # === Attention ===
         self._attention_norm = keras.layers.LayerNormalization(
@@ -127,6 +143,7 @@ class MatTransformerBlock(MatLayer, keras.layers.Layer):
             nested_heads=self.nested_heads,
             name=name("attention"),
             **init(),
+            **majority(0),
             **common,
         )
         self._attention.build(inputs_shape)
@@ -143,11 +160,12 @@ class MatTransformerBlock(MatLayer, keras.layers.Layer):
             activation=self.activation,
             name=name("ffn_intermediate"),
             **init(),
+            **majority(1),
             **common,
         )
         self._ffn_intermediate.build(inputs_shape)
         self._ffn_output = MatDense(
-            d_model, nested=False, name=name("ffn_output"), **init(), **common
+            d_model, nested=False, name=name("ffn_output"), **init(), **majority(2), **common
         )
         self._ffn_output.build(tuple(inputs_shape[:-1]) + (self.intermediate_dim,))
         self._ffn_dropout = keras.layers.Dropout(self.dropout, name=name("ffn_dropout"), **common)
@@ -276,6 +294,9 @@ class MatTransformerBlock(MatLayer, keras.layers.Layer):
             "key_dim": self.key_dim,
             "nested_heads": self.nested_heads,
             "causal": self.causal,
+            "majority": self.majority,
+            "majority_combine": self.majority_combine,
+            "majority_seed": self.majority_seed,
         }
 
 

@@ -112,3 +112,32 @@ def test_training_draws_differ_between_steps():
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         MatDense(4, **kwargs)
+
+
+def test_block_with_majority_one_is_the_plain_block_bit_for_bit():
+    x = np.random.RandomState(2).randn(2, 4, 6).astype("float32")
+    keras.utils.set_random_seed(5)
+    plain = keras_matta.MatTransformerBlock(8, 2, nested_heads=True)
+    plain_out = to_numpy(plain(x, width=0.5))
+    keras.utils.set_random_seed(5)
+    explicit = keras_matta.MatTransformerBlock(8, 2, nested_heads=True, majority=1)
+    np.testing.assert_array_equal(to_numpy(explicit(x, width=0.5)), plain_out)
+
+
+def test_block_majority_copies_every_kernel_and_collapses_on_extract():
+    block = keras_matta.MatTransformerBlock(8, 2, nested_heads=True, majority=3, name="block")
+    inputs = keras.Input((4, 6))
+    model = keras.Model(inputs, block(inputs))
+    kernels = [w for w in block.weights if w.name.endswith("kernel")]
+    assert len(kernels) == 6 and all(w.shape[0] == 3 for w in kernels)
+    assert all(len(w.shape) == 1 or w.shape[0] != 3 for w in block.weights if "bias" in w.name)
+
+    x = np.random.RandomState(3).randn(2, 4, 6).astype("float32")
+    stock = keras_matta.extract(model, 0.5)
+    with keras_matta.WidthScope(model, 0.5):
+        np.testing.assert_allclose(to_numpy(stock(x)), to_numpy(model(x)), atol=1e-5)
+    plain = keras_matta.MatTransformerBlock(8, 2, nested_heads=True)
+    plain_inputs = keras.Input((4, 6))
+    assert stock.count_params() == keras_matta.cost(
+        keras.Model(plain_inputs, plain(plain_inputs)), 0.5
+    )["params"]

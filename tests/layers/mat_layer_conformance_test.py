@@ -57,6 +57,14 @@ CASES = [
         (0.5, {"intermediate_dim": 3}, {"intermediate_dim": 8, "num_heads": 1}),
     ),
     Case(
+        "MatTransformerBlock_majority",
+        lambda: keras_matta.MatTransformerBlock(
+            intermediate_dim=8, num_heads=2, nested_heads=True, majority=3, majority_seed=1
+        ),
+        (4, 6),
+        (0.5, None),
+    ),
+    Case(
         "MatMultiHeadAttention",
         lambda: keras_matta.MatMultiHeadAttention(
             num_heads=4, key_dim=3, bias_initializer="random_normal"
