@@ -5,6 +5,8 @@ Student nested inside it as a prefix of its kernels, trained together with a com
 distillation loss; `extract` turns any width into a standalone model of stock Keras layers.
 """
 
+from keras_matta import data
+from keras_matta import losses
 from keras_matta import optimizers
 from keras_matta.cost import cost
 from keras_matta.extract import extract
@@ -12,6 +14,7 @@ from keras_matta.layers import MatDense
 from keras_matta.layers import MatLayer
 from keras_matta.layers import MatMultiHeadAttention
 from keras_matta.layers import MatTransformerBlock
+from keras_matta.training import MatTA
 from keras_matta.widths import WidthScope
 from keras_matta.widths import resolve_widths
 from keras_matta.widths import width_label
