@@ -20,3 +20,13 @@ from keras_matta.widths import resolve_widths
 from keras_matta.widths import width_label
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # `keras_matta.hub` imports keras-hub, which imports TensorFlow: only on first use.
+    if name in ("hub", "from_keras_hub"):
+        import importlib
+
+        hub = importlib.import_module("keras_matta.hub")
+        return hub if name == "hub" else hub.from_keras_hub
+    raise AttributeError(f"module 'keras_matta' has no attribute {name!r}")

@@ -38,6 +38,8 @@ def extract(model, widths, name=None):
     ```
     """
     model = graph_lib.unwrap(model)
+    if hasattr(model, "extract_stock"):  # keras_matta.hub models: back to the keras-hub class
+        return model.extract_stock(widths, name=name)
     resolved = widths_lib.resolve_widths(model, widths)
     graph = graph_lib.functional_graph(model)
     for layer in resolved:

@@ -1,0 +1,22 @@
+"""Pretrained keras-hub backbones as MatTA Students: convert, train, extract back.
+
+- `from_keras_hub(backbone, ta_intermediate_dim, ...)`: a Mat backbone (TA) whose nested
+  Student is the pretrained GPT-2 / Llama / Llama 3 backbone;
+- `extract_backbone(mat_model, widths)`: any width back as the source keras-hub class;
+- `LogitsModel(backbone)`: token ids -> logits, the model MatTA trains, or a Teacher;
+- `load_gguf_llama(path)`: a llama.cpp GGUF checkpoint (e.g. SmolLM2) as a `Llama3Backbone`.
+
+Importing this package imports keras-hub (and with it TensorFlow).
+"""
+
+from keras_matta.hub.backbone import MatBackbone
+from keras_matta.hub.convert import extract_backbone
+from keras_matta.hub.convert import from_keras_hub
+from keras_matta.hub.gguf_loader import GGUFFile
+from keras_matta.hub.gguf_loader import load_gguf_llama
+from keras_matta.hub.gguf_loader import load_gguf_tokenizer
+from keras_matta.hub.gpt2 import MatGPT2Backbone
+from keras_matta.hub.llama import MatLlamaBackbone
+from keras_matta.hub.llama_attention import MatLlamaAttention
+from keras_matta.hub.llama_decoder import MatLlamaDecoder
+from keras_matta.hub.logits import LogitsModel

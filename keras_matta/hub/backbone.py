@@ -1,0 +1,182 @@
+"""MatBackbone: the base of the Mat (nested-width) versions of keras-hub backbones."""
+
+import keras
+
+from keras_matta import graph as graph_lib
+from keras_matta import widths as widths_lib
+from keras_matta.hub import weights as weights_lib
+
+
+class MatBackbone(keras.Model):
+    """A Functional keras-hub-style backbone whose decoder blocks are Mat layers.
+
+    Subclasses (`MatGPT2Backbone`, `MatLlamaBackbone`) build the same graph as their keras-hub
+    source class (`token_ids`, `padding_mask` in; final hidden states out), with every decoder
+    block replaced by a Mat block of TA width. The config remembers the source class, so any
+    width extracts back into it:
+
+        extract_stock(w) = SourceClass(**config at w) holding W[..., :w] of every block
+
+    when every block runs at the same width and the attention head size stays
+    `hidden_dim / num_heads` (keras-hub derives it that way). A Mix'n'Match spec with per-block
+    widths extracts into a Functional `keras.Model` of keras-hub/Keras layers instead, with the
+    same inputs and outputs, the real per-block sizes and equal outputs.
+
+    `source_widths()` is the spec of the pretrained backbone the model was grown from;
+    `width_spec(intermediate_dim, num_heads)` builds the per-block spec of any uniform width.
+    `extract_stock(widths)` is the hook `keras_matta.extract` dispatches to.
+
+    Subclasses set `source_classes` and the Student's sizes (`student_intermediate_dim`,
+    `student_num_heads`) and implement `_stock_config(width)`, `_embedding_links(stock)`,
+    `_block_links(block, stock_block)` and `_stock_width_error(block, width)`.
+
+    Reference:
+        Verma et al., "Matryoshka Model Learning for Improved Elastic Student Models",
+        KDD 2025 (arXiv 2505.23337).
+    """
+
+    #: names of the keras-hub classes a subclass can stand for, the first is the default.
+    source_classes = ()
+
+    def __init__(self, *args, source_class, dtype=None, **kwargs):
+        if source_class not in self.source_classes:
+            raise ValueError(
+                f"`source_class` of {type(self).__name__} must be one of "
+                f"{list(self.source_classes)}; got {source_class!r}."
+            )
+        super().__init__(*args, **kwargs)
+        self.source_class = source_class
+        self._initialized = True
+        if dtype is not None:
+            self.dtype_policy = keras.dtype_policies.get(dtype)
+
+    def __setattr__(self, name, value):
+        # As keras-hub's Backbone: torch's Module.__setattr__ cannot run before Model.__init__,
+        # and the layers are created before the Functional graph.
+        if keras.config.backend() == "torch" and not hasattr(self, "_initialized"):
+            return object.__setattr__(self, name, value)
+        return super().__setattr__(name, value)
+
+    # === Widths ===
+
+    def width_spec(self, intermediate_dim=None, num_heads=None):
+        """The spec running every block at `intermediate_dim` and `num_heads` (None: full)."""
+        spec = {}
+        for block in self.transformer_layers:
+            dims = {}
+            if intermediate_dim is not None:
+                dims["intermediate_dim"] = intermediate_dim
+            head_dim = self._heads_dimension()
+            if num_heads is not None and head_dim in block.nested_dims():
+                dims[head_dim] = num_heads
+            spec[block.name] = dims
+        return spec
+
+    def source_widths(self):
+        """The width spec of the pretrained backbone this model was grown from."""
+        return self.width_spec(self.student_intermediate_dim, self.student_num_heads)
+
+    def _heads_dimension(self):
+        return "num_heads"
+
+    # === Extraction ===
+
+    def extract_stock(self, widths=None, name=None):
+        """This backbone at `widths` as a standalone model (see the class docstring).
+
+        Args:
+            widths: a width spec (float, int, `{layer_name: spec}` dict, `None` = full TA).
+            name: name of the returned model (default: the source class' default name for a
+                uniform width, `"<name>_mix"` for a Mix'n'Match spec).
+
+        Returns:
+            An instance of the keras-hub source class (uniform widths) or a Functional
+            `keras.Model` (per-block widths), sharing no variable with this model.
+        """
+        resolved = widths_lib.resolve_widths(self, widths)
+        per_block = [resolved[block] for block in self.transformer_layers]
+        uniform = all(width == per_block[0] for width in per_block)
+        if uniform and self._stock_width_error(self.transformer_layers[0], per_block[0]) is None:
+            return self._to_source_class(per_block[0], name)
+        return self._to_functional(resolved, name or f"{self.name}_mix")
+
+    def _to_source_class(self, width, name):
+        kwargs = {} if name is None else {"name": name}
+        stock = self.source_class_object()(**self._stock_config(width), **kwargs)
+        weights_lib.slice_into_stock(self.source_links(stock), self._full_width(width))
+        return stock
+
+    def _to_functional(self, resolved, name):
+        clones = {}
+
+        def to_stock(operation, *args, **kwargs):
+            if operation in resolved:
+                return operation.export(args[0], resolved[operation], **kwargs)
+            if not isinstance(operation, keras.layers.Layer):
+                return operation(*args, **kwargs)
+            clone = clones.get(id(operation))
+            if clone is None:
+                clone = clones[id(operation)] = operation.__class__.from_config(
+                    operation.get_config()
+                )
+                outputs = clone(*args, **kwargs)
+                clone.set_weights(operation.get_weights())
+                return outputs
+            return clone(*args, **kwargs)
+
+        inputs = {
+            tensor.name: keras.Input(shape=tensor.shape[1:], dtype=tensor.dtype, name=tensor.name)
+            for tensor in self.inputs
+        }
+        outputs = graph_lib.walk(self, [inputs[t.name] for t in self.inputs], to_stock)
+        return keras.Model(inputs, outputs, name=name)
+
+    def source_links(self, backbone):
+        """Every `Link` between this model and a source backbone of the Student's width."""
+        links = self._embedding_links(backbone)
+        for block, stock_block in zip(self.transformer_layers, backbone.transformer_layers):
+            links += self._block_links(block, stock_block)
+        return links
+
+    def _full_width(self, width):
+        """`width` with the derived dimensions a block's links use (overridden by Llama)."""
+        return dict(width)
+
+    def source_class_object(self):
+        import keras_hub
+
+        return getattr(keras_hub.models, self.source_class)
+
+    # === Implemented by subclasses ===
+
+    def _stock_config(self, width):
+        raise NotImplementedError
+
+    def _embedding_links(self, stock):
+        raise NotImplementedError
+
+    def _block_links(self, block, stock_block):
+        raise NotImplementedError
+
+    def _stock_width_error(self, block, width):
+        """`None` if `width` is expressible in the source class, else the reason."""
+        raise NotImplementedError
+
+    # === Serialization ===
+
+    def get_config(self):
+        # Not Functional.get_config: the model is rebuilt from its own arguments, as keras-hub
+        # backbones are.
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+            "source_class": self.source_class,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
+        return cls(**config)

@@ -1,0 +1,149 @@
+"""`from_keras_hub`: grow a TA around a pretrained keras-hub backbone; `extract_backbone` back."""
+
+import numbers
+
+import numpy as np
+
+from keras_matta.hub import weights as weights_lib
+
+SUPPORTED = {
+    "GPT2Backbone": "keras_matta.hub.gpt2.MatGPT2Backbone",
+    "LlamaBackbone": "keras_matta.hub.llama.MatLlamaBackbone",
+    "Llama3Backbone": "keras_matta.hub.llama.MatLlamaBackbone",
+}
+
+
+def from_keras_hub(backbone, ta_intermediate_dim, ta_num_heads=None,
+                   new_neurons="zero_output", seed=None, name=None):
+    """A Mat backbone whose nested Student is the pretrained `backbone`, inside a wider TA.
+
+    Every decoder block's FFN grows from the backbone's `intermediate_dim` to
+    `ta_intermediate_dim` (and, with `ta_num_heads`, its attention from the backbone's heads
+    to `ta_num_heads`). The pretrained weights become the nested prefix:
+
+        W_in[:, :k] = W_in_pretrained,  b_in[:k] = b_in_pretrained,  W_out[:k, :] = W_out_pretrained
+
+    (for Llama's gated FFN the gate and up kernels are both `W_in`), so at the Student width the
+    model's outputs equal `backbone`'s. The new TA neurons get `N(0, std^2)` input weights
+    (`std` of the pretrained kernel they extend) and zero input biases; their output rows
+    are zeros with `new_neurons="zero_output"` (the TA starts as an exact copy of the Student)
+    or `N(0, std^2)` with `"random"`.
+
+    Args:
+        backbone: a `keras_hub.models.GPT2Backbone`, `Llama3Backbone` or `LlamaBackbone`
+            (or a keras-hub CausalLM holding one).
+        ta_intermediate_dim: the TA's FFN width, at least `backbone.intermediate_dim`.
+        ta_num_heads: the TA's (query) heads, at least the backbone's; `None` (default)
+            keeps the heads un-nested. For Llama a multiple of the query heads per key/value
+            head; the TA's key/value heads keep that ratio.
+        new_neurons: `"zero_output"` (default) or `"random"`.
+        seed: seed of the new neurons' initial weights.
+        name: name of the Mat model (default `"mat_<backbone name>"`).
+
+    Returns:
+        A `MatGPT2Backbone` or `MatLlamaBackbone` (a Functional model with the backbone's
+        inputs and outputs; its decoder blocks are Mat layers named like keras-hub's,
+        `"transformer_layer_<i>"`).
+
+    Example:
+
+    ```python
+    gpt2 = keras_hub.models.GPT2Backbone.from_preset("gpt2_medium_en")
+    ta = keras_matta.hub.from_keras_hub(gpt2, ta_intermediate_dim=8192)
+    with keras_matta.WidthScope(ta, gpt2.intermediate_dim):
+        hidden = ta(inputs)                   # equals gpt2(inputs)
+    ```
+    """
+    backbone = getattr(backbone, "backbone", backbone)  # a CausalLM: its backbone
+    mat_class = _mat_class(backbone)
+    groups = _heads_per_group(backbone)
+    student_heads = getattr(backbone, "num_heads", None) or backbone.num_query_heads
+    _check_size("ta_intermediate_dim", ta_intermediate_dim, backbone.intermediate_dim,
+                "the backbone's intermediate_dim")
+    if ta_num_heads is not None:
+        _check_size("ta_num_heads", ta_num_heads, student_heads, "the backbone's heads")
+        if ta_num_heads % groups:
+            raise ValueError(
+                f"`ta_num_heads`={ta_num_heads} must be a multiple of the backbone's {groups} "
+                "query heads per key/value head, so the TA's heads form whole groups."
+            )
+    if new_neurons not in weights_lib.NEW_NEURONS:
+        raise ValueError(
+            f"`new_neurons` must be one of {weights_lib.NEW_NEURONS}; got {new_neurons!r}."
+        )
+    mat = mat_class.from_source(backbone, ta_intermediate_dim, ta_num_heads, name=name)
+    weights_lib.widen_from_stock(mat.source_links(backbone), new_neurons,
+                                 np.random.default_rng(seed))
+    return mat
+
+
+def extract_backbone(mat_model, widths=None, name=None):
+    """A width of a Mat backbone (or of a logits model around one) as a standalone model.
+
+    Args:
+        mat_model: a `MatGPT2Backbone` / `MatLlamaBackbone`, or a
+            `keras_matta.hub.LogitsModel` around one.
+        widths: a width spec: an int FFN width, a fraction, a `{layer_name: spec}` dict
+            (Mix'n'Match) or `None` (the full TA). `mat_model.source_widths()` is the spec of
+            the pretrained backbone it was grown from.
+        name: name of the returned model.
+
+    Returns:
+        For a uniform width (every block at the same FFN width, heads of the source's size):
+        an instance of the source keras-hub class (`GPT2Backbone`, `Llama3Backbone`, ...), so
+        `GPT2CausalLM(backbone=..., preprocessor=...)`, `generate` and `save_to_preset` work.
+        For per-block widths: a Functional `keras.Model` with the same inputs and outputs
+        built from keras-hub/Keras layers of the chosen sizes. A `LogitsModel` comes back as a
+        `LogitsModel` around the extracted backbone. The result shares no variables with
+        `mat_model`.
+
+    Example:
+
+    ```python
+    student = keras_matta.hub.extract_backbone(ta, 1024)   # a GPT2Backbone, 1024 FFN units
+    causal_lm = keras_hub.models.GPT2CausalLM(backbone=student, preprocessor=preprocessor)
+    ```
+    """
+    from keras_matta.hub.backbone import MatBackbone
+    from keras_matta.hub.logits import LogitsModel
+
+    if isinstance(mat_model, LogitsModel):
+        return mat_model.extract_stock(widths, name=name)
+    if not isinstance(mat_model, MatBackbone):
+        raise TypeError(
+            "`mat_model` must be a Mat backbone (from `keras_matta.hub.from_keras_hub`) or a "
+            f"`keras_matta.hub.LogitsModel` around one; got {type(mat_model).__name__}."
+        )
+    return mat_model.extract_stock(widths, name=name)
+
+
+def _mat_class(backbone):
+    import importlib
+
+    import keras_hub
+
+    for class_name, path in SUPPORTED.items():
+        if type(backbone) is getattr(keras_hub.models, class_name):
+            module, attribute = path.rsplit(".", 1)
+            return getattr(importlib.import_module(module), attribute)
+    raise TypeError(
+        "`backbone` must be one of keras_hub.models."
+        f"{{{', '.join(SUPPORTED)}}} (or a CausalLM holding one); got "
+        f"{type(backbone).__module__}.{type(backbone).__name__}."
+    )
+
+
+def _heads_per_group(backbone):
+    if hasattr(backbone, "num_key_value_heads"):
+        return backbone.num_query_heads // backbone.num_key_value_heads
+    return 1
+
+
+def _check_size(arg, value, minimum, what):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{arg}` must be an int; got {value!r} of type {type(value).__name__}.")
+    if value < minimum:
+        raise ValueError(
+            f"`{arg}`={value} is smaller than {what} ({minimum}): the TA must contain the "
+            "pretrained Student."
+        )
