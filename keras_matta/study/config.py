@@ -1,0 +1,142 @@
+"""The study's settings: model sizes, training budgets and the Mix'n'Match family, per task.
+
+Three presets per task (`preset(task, mode)`):
+
+- `quick`: a smoke test (CI): tiny models, a few dozen steps; numbers mean nothing.
+- `default`: the README's main job; the whole demo (both tasks, Teachers included) is sized to
+  finish in about 10 minutes on 2 CPU cores with the JAX backend.
+- `full`: the real study: longer training and 3 seeds (mean and spread); tens of minutes.
+
+Every run of a task (Student alone, Student distilled from the Teacher, MatTA), with Adam and
+with Shampoo, gets the same data in the same order, the same number of steps, batch size and
+learning-rate schedule. Nothing is tuned per method.
+"""
+
+import dataclasses
+
+TASKS = ("digits", "lm")
+MODES = ("quick", "default", "full")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskConfig:
+    """Everything one task of the study needs.
+
+    Attributes:
+        task: `"digits"` (MLP on 5,000 MNIST digits) or `"lm"` (byte-level transformer on
+            Shakespeare).
+        ta: builder arguments of the TA (`keras_matta.study.models.build`).
+        teacher: builder arguments of the Teacher.
+        student_fraction: the Student is the TA at this width (every nested dimension).
+        steps: optimizer steps of every Student / KD / MatTA run.
+        teacher_steps: optimizer steps of the Teacher.
+        batch_size: examples (digits) or windows (lm) per step.
+        learning_rate: peak learning rate of the warm-up + cosine schedule (Adam; Shampoo grafts
+            Adam's step size, so the same value applies).
+        family: width specs extracted from the MatTA TA: uniform fractions and per-layer
+            Mix'n'Match dicts.
+        eval_windows: language model: evaluate bits per byte on at most this many windows of
+            the split, spread over it (`None`: all).
+        final_word_examples: language model: number of final-word examples.
+        temperature: distillation temperature (KD and MatTA).
+        kd_warmup_fraction: MatTA ramps the TA->Student term over this share of the steps.
+        seeds: seeds of the Student/TA runs (the Teacher is trained once, with seed 0).
+    """
+
+    task: str
+    ta: dict
+    teacher: dict
+    student_fraction: float
+    steps: int
+    teacher_steps: int
+    batch_size: int
+    learning_rate: float
+    family: tuple
+    eval_windows: int = None
+    final_word_examples: int = 0
+    temperature: float = 1.0
+    kd_warmup_fraction: float = 0.1
+    seeds: tuple = (0,)
+
+    @property
+    def sequence_length(self):
+        return self.ta.get("sequence_length")
+
+    def with_seeds(self, seeds):
+        return dataclasses.replace(self, seeds=tuple(seeds))
+
+
+def _digits(mode):
+    # The TA is 4x the Student's width (the Student: 32 hidden units per layer).
+    hidden = {"quick": 64, "default": 128, "full": 128}[mode]
+    student = 0.25
+    family = (student, 0.5, 1.0) if mode == "quick" else (student, 0.5, 0.75, 1.0)
+    mixes = (
+        {"hidden_1": 1.0, "hidden_2": student},
+        {"hidden_1": student, "hidden_2": 1.0},
+        {"hidden_1": 0.5, "hidden_2": student},
+    )
+    return TaskConfig(
+        task="digits",
+        ta={"hidden_units": hidden, "num_layers": 2},
+        teacher={"hidden_units": {"quick": 128, "default": 1024, "full": 1024}[mode],
+                 "num_layers": 2, "nested": False},
+        student_fraction=student,
+        steps={"quick": 40, "default": 600, "full": 1200}[mode],
+        teacher_steps={"quick": 40, "default": 1200, "full": 2400}[mode],
+        batch_size=64,
+        learning_rate=1e-3,
+        # tau = 1 (the KL between the served distributions). tau = 4 (Hinton et al.) was
+        # tried on the validation split: KD and MatTA Students were worse with Adam and Shampoo.
+        family=family + (mixes[:1] if mode == "quick" else mixes),
+        seeds=(0, 1, 2) if mode == "full" else (0,),
+    )
+
+
+def _lm(mode):
+    sizes = {
+        "quick": dict(model_dim=32, num_layers=2, num_heads=2, intermediate_dim=64),
+        "default": dict(model_dim=64, num_layers=2, num_heads=4, intermediate_dim=256),
+        "full": dict(model_dim=64, num_layers=2, num_heads=4, intermediate_dim=256),
+    }[mode]
+    teacher = {
+        "quick": dict(model_dim=64, num_layers=2, num_heads=2, intermediate_dim=128),
+        "default": dict(model_dim=128, num_layers=2, num_heads=4, intermediate_dim=512),
+        "full": dict(model_dim=128, num_layers=3, num_heads=4, intermediate_dim=512),
+    }[mode]
+    student = 0.5 if mode == "quick" else 0.25
+    sequence_length = 32 if mode == "quick" else 64
+    return TaskConfig(
+        task="lm",
+        ta={"sequence_length": sequence_length, "nested_heads": True, **sizes},
+        teacher={"sequence_length": sequence_length, "nested_heads": False, **teacher},
+        student_fraction=student,
+        steps={"quick": 20, "default": 300, "full": 1000}[mode],
+        teacher_steps={"quick": 20, "default": 900, "full": 3000}[mode],
+        batch_size=32,
+        learning_rate=3e-3,
+        family=(student, 0.5, 1.0) if mode == "quick" else (
+            student, 0.5, 0.75, 1.0,
+            {"block_1": 1.0, "block_2": student},
+            {"block_1": student, "block_2": 1.0},
+        ),
+        eval_windows={"quick": 64, "default": 1024, "full": None}[mode],
+        final_word_examples={"quick": 32, "default": 400, "full": 2000}[mode],
+        seeds=(0, 1, 2) if mode == "full" else (0,),
+    )
+
+
+def preset(task, mode="default"):
+    """The `TaskConfig` of `task` (`"digits"` or `"lm"`) in `mode` (`quick`, `default`, `full`).
+
+    Example:
+
+    ```python
+    config = preset("digits", "quick").with_seeds([0, 1])
+    ```
+    """
+    if task not in TASKS:
+        raise ValueError(f"Unknown task {task!r}; expected one of {TASKS}.")
+    if mode not in MODES:
+        raise ValueError(f"Unknown mode {mode!r}; expected one of {MODES}.")
+    return _digits(mode) if task == "digits" else _lm(mode)

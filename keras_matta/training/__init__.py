@@ -1,0 +1,4 @@
+"""Training: the MatTA model, its compiled objective and Student-width sampling."""
+
+from keras_matta.training.matta import MatTA
+from keras_matta.training.strategies import WidthSampler

@@ -1,0 +1,145 @@
+"""The `keras-matta` command: help, bad input (exit 2, one line), train/extract/evaluate, demo."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_matta import cli
+from keras_matta.study import models
+
+SUBCOMMANDS = ("demo", "train", "extract", "evaluate")
+
+
+def _run_main(argv, capsys):
+    """`cli.main(argv)` in-process: `(status, stdout, stderr)`; argparse exits are caught."""
+    try:
+        status = cli.main(argv)
+    except SystemExit as exit_:
+        status = exit_.code
+    out = capsys.readouterr()
+    return status, out.out, out.err
+
+
+def _subprocess(*args, timeout=600):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": keras.backend.backend()}
+    return subprocess.run([sys.executable, "-m", "keras_matta", *args], env=env, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_help_lists_every_option(command, capsys):
+    status, out, _ = _run_main([command, "--help"], capsys)
+    assert status == 0
+    parser = cli.build_parser()
+    subparser = parser._subparsers._group_actions[0].choices[command]
+    for action in subparser._actions:
+        for option in action.option_strings:
+            assert option in out
+        assert action.help is None or action.help.split()[0] in out
+    assert "example" in out
+
+
+def test_top_level_help_names_the_subcommands(capsys):
+    status, out, _ = _run_main(["--help"], capsys)
+    assert status == 0 and all(c in out for c in SUBCOMMANDS) and "KERAS_BACKEND" in out
+
+
+@pytest.mark.parametrize("argv", [
+    ["fly"],                                                  # unknown subcommand
+    ["demo", "--fast"],                                       # unknown option
+    ["demo", "--quick", "--full"],                            # exclusive options
+    ["extract", "--model", "m.keras", "--widths", "wide", "--output", "s.keras"],
+    ["train", "--task", "digits", "--data", "x.npz", "--output", "t.keras"],
+    ["train", "--task", "digits", "--steps", "0", "--output", "t.keras"],
+])
+def test_usage_errors_exit_2(argv, capsys):
+    status, _, err = _run_main(argv, capsys)
+    assert status == 2 and "error:" in err
+
+
+def test_parse_widths():
+    assert cli.parse_widths("0.25") == 0.25
+    assert cli.parse_widths("64") == 64
+    assert cli.parse_widths('{"hidden_1": 0.5, "hidden_2": 8}') == {"hidden_1": 0.5,
+                                                                    "hidden_2": 8}
+    assert cli.parse_widths("full") is None
+
+
+def test_library_errors_are_one_line_exit_2(tmp_path, capsys):
+    missing = tmp_path / "missing.keras"
+    status, _, err = _run_main(["evaluate", "--model", str(missing), "--task", "digits"],
+                               capsys)
+    assert status == 2 and str(missing) in err and len(err.strip().splitlines()) == 1
+    ta_path = tmp_path / "ta.keras"
+    models.mlp_classifier(8, name="ta").save(ta_path)
+    status, _, err = _run_main(["extract", "--model", str(ta_path), "--widths", "64",
+                                "--output", str(tmp_path / "s.keras")], capsys)
+    assert status == 2 and "[1, 8]" in err and len(err.strip().splitlines()) == 1
+    status, _, err = _run_main(["extract", "--model", str(ta_path), "--widths",
+                                '{"hidden_9": 2}', "--output", str(tmp_path / "s.keras")],
+                               capsys)
+    assert status == 2 and "hidden_9" in err
+    bad_data = tmp_path / "bad.npz"
+    np.savez(bad_data, a=np.zeros(3))
+    status, _, err = _run_main(["evaluate", "--model", str(ta_path), "--data", str(bad_data)],
+                               capsys)
+    assert status == 2 and "bad.npz" in err
+    (tmp_path / "junk.keras").write_text("not a model")
+    status, _, err = _run_main(["evaluate", "--model", str(tmp_path / "junk.keras"),
+                                "--task", "digits"], capsys)
+    assert status == 2 and "junk.keras" in err
+
+
+def test_train_extract_evaluate(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.random((120, 6)).astype("float32")
+    y = (x[:, 0] > 0.5).astype("int32")
+    data_path = tmp_path / "toy.npz"
+    np.savez(data_path, x=x, y=y)
+    ta_path, student_path = tmp_path / "ta.keras", tmp_path / "student.keras"
+    status, out, err = _run_main(["train", "--data", str(data_path), "--quick", "--optimizer",
+                                  "adam", "--steps", "10", "--output", str(ta_path)], capsys)
+    assert status == 0, err
+    assert ta_path.is_file() and "ta: params=" in out and "student 0.25: params=" in out
+    status, out, err = _run_main(["extract", "--model", str(ta_path), "--widths", "0.25",
+                                  "--output", str(student_path)], capsys)
+    assert status == 0, err
+    student = keras.saving.load_model(student_path)
+    assert f"params={student.count_params()}" in out
+    assert not any("Mat" in type(layer).__name__ for layer in student.layers)
+    status, out, err = _run_main(["evaluate", "--model", str(student_path), "--data",
+                                  str(data_path)], capsys)
+    assert status == 0, err
+    assert "accuracy=" in out and "auc=" in out and f"params={student.count_params()}" in out
+
+
+def test_console_entry_point_exits_2_without_traceback(tmp_path):
+    result = _subprocess("evaluate", "--model", str(tmp_path / "none.keras"), "--task", "lm",
+                         timeout=300)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("keras-matta evaluate: error:")
+
+
+@pytest.mark.slow
+def test_demo_quick_runs_the_real_pipeline(tmp_path):
+    out_dir, cache = tmp_path / "out", tmp_path / "cache"
+    args = ("demo", "--quick", "--output-dir", str(out_dir), "--cache-dir", str(cache))
+    result = _subprocess(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = json.loads((out_dir / "results.json").read_text())
+    assert (out_dir / "quality_vs_params.png").stat().st_size > 10_000
+    methods = {(r["method"], r["optimizer"]) for r in payload["rows"]}
+    assert methods == {("teacher", "adam")} | {
+        (m, o) for m in ("student", "kd", "matta") for o in ("adam", "shampoo")}
+    for row in payload["rows"]:
+        assert row["params"] > 0 and row["flops"] > 0
+        assert 0.0 <= row["metrics"]["accuracy"] <= 1.0
+    # The table is printed, and the Teacher was cached: a second run reuses it.
+    assert "| Teacher" in result.stdout and "MatTA Student" in result.stdout
+    assert len(list((cache / "teachers").glob("digits-*.keras"))) == 1

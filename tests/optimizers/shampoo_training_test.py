@@ -1,0 +1,189 @@
+"""Shampoo inside model.fit: compiled train functions, mixed precision, Keras optimizer options,
+and the convergence claim on an ill-conditioned least-squares problem."""
+
+import keras
+import numpy as np
+import pytest
+from helpers import to_numpy
+
+from keras_matta.optimizers import Shampoo
+
+_RNG = np.random.default_rng(0)
+_TOKENS = _RNG.standard_normal((64, 4, 8)).astype("float32")
+_TARGETS = np.tanh(_TOKENS.sum(axis=1) @ _RNG.standard_normal((8, 2))).astype("float32")
+
+
+def attention_model():
+    """Attention (3-D EinsumDense kernels, 2-D per-head biases) and a 32x12 Dense kernel that
+    block_size=8 cuts into a 4x2 grid with a padded edge."""
+    inputs = keras.Input((4, 8))
+    x = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4, name="attention")(inputs, inputs)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(12, activation="tanh", name="hidden")(x)
+    outputs = keras.layers.Dense(2, name="head")(x)
+    return keras.Model(inputs, outputs)
+
+
+def mlp_model():
+    """An 8x12 kernel (a 1x2 grid of 8x8 blocks with block_size=8), a 12x2 kernel, biases."""
+    return keras.Sequential(
+        [
+            keras.Input((4, 8)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(8, activation="tanh"),
+            keras.layers.Dense(12, activation="tanh"),
+            keras.layers.Dense(2),
+        ]
+    )
+
+
+def shampoo_for_tests(**kwargs):
+    defaults = dict(
+        learning_rate=0.01, block_size=8, start_preconditioning_step=2, precondition_frequency=3
+    )
+    return Shampoo(**{**defaults, **kwargs})
+
+
+def assert_preconditioner_in_use(optimizer):
+    """Roots were computed (no longer the identity they start as) and are finite."""
+    refreshed = 0
+    for root in optimizer._left_roots + optimizer._right_roots:
+        if root is None:
+            continue
+        value = to_numpy(root)
+        assert np.isfinite(value).all()
+        refreshed += not np.allclose(value, np.eye(value.shape[-1]))
+    assert refreshed > 0
+
+
+@pytest.mark.parametrize("jit_compile", ["auto", True])
+def test_compiled_fit(jit_compile):
+    backend = keras.backend.backend()
+    if jit_compile is True and backend == "jax":
+        pytest.skip("on JAX 'auto' already is jit_compile=True")
+    if jit_compile is True and backend == "torch":
+        pytest.skip(
+            "torch.compile (jit_compile=True) trains but takes minutes on CPU: dynamo recompiles "
+            "around keras internals; torch's default train function is eager"
+        )
+    model = attention_model()
+    optimizer = shampoo_for_tests()
+    model.compile(optimizer=optimizer, loss="mse", jit_compile=jit_compile)
+    history = model.fit(_TOKENS, _TARGETS, batch_size=16, epochs=3, verbose=0)
+    losses = history.history["loss"]
+    assert losses[-1] < 0.8 * losses[0]
+    assert_preconditioner_in_use(optimizer)
+    kernel_layouts = {
+        v.path: layout for v, layout in zip(model.trainable_variables, optimizer._layouts)
+    }
+    assert kernel_layouts["hidden/kernel"].grid == (4, 2)
+    assert kernel_layouts["attention/query/kernel"].matrix_shape == (8, 8)
+
+
+def test_mixed_bfloat16_fit():
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    model = mlp_model()
+    optimizer = shampoo_for_tests()
+    model.compile(optimizer=optimizer, loss="mse")
+    history = model.fit(_TOKENS, _TARGETS, batch_size=16, epochs=3, verbose=0)
+    assert history.history["loss"][-1] < 0.8 * history.history["loss"][0]
+    assert all(v.dtype == "float32" for v in model.trainable_variables)
+    assert all(v.dtype == "float32" for v in optimizer.variables if v.name != "iteration")
+    assert_preconditioner_in_use(optimizer)
+
+
+def test_bfloat16_variables_keep_float32_state():
+    """With bfloat16 *variables* (not just compute), statistics and roots stay float32."""
+    rng = np.random.default_rng(1)
+    variable = keras.Variable(rng.standard_normal((10, 7)), dtype="bfloat16")
+    optimizer = shampoo_for_tests(block_size=4)
+    for _ in range(4):
+        gradient = keras.ops.cast(rng.standard_normal((10, 7)), "bfloat16")
+        optimizer.apply([gradient], [variable])
+    assert variable.dtype == "bfloat16"
+    assert optimizer._left_statistics[0].dtype == "float32"
+    assert optimizer._left_roots[0].dtype == "float32"
+    assert_preconditioner_in_use(optimizer)
+    assert np.isfinite(to_numpy(keras.ops.cast(variable, "float32"))).all()
+
+
+def test_standard_optimizer_arguments_in_compiled_fit():
+    optimizer = shampoo_for_tests(
+        weight_decay=0.01,
+        global_clipnorm=1.0,
+        use_ema=True,
+        ema_momentum=0.9,
+        gradient_accumulation_steps=2,
+        loss_scale_factor=128.0,
+    )
+    model = mlp_model()
+    model.compile(optimizer=optimizer, loss="mse")
+    history = model.fit(_TOKENS, _TARGETS, batch_size=8, epochs=3, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert int(to_numpy(optimizer.iterations)) == 3 * 8 // 2  # accumulated steps
+    assert_preconditioner_in_use(optimizer)
+    # fit() ends by writing the EMA of the weights into the model.
+    for variable, average in zip(
+        model.trainable_variables, optimizer._model_variables_moving_average
+    ):
+        np.testing.assert_array_equal(to_numpy(variable), to_numpy(average))
+
+
+# === Convergence ===
+
+
+def ill_conditioned_least_squares(condition=1e4, samples=64, features=16, outputs=16):
+    """Y = X W* with cond(X^T X) = `condition`, rotated so no coordinate axis is special
+    (a diagonal method like Adam cannot undo the rotation; Shampoo's L^(-1/4) can)."""
+    rng = np.random.default_rng(0)
+    rotation, _ = np.linalg.qr(rng.standard_normal((features, features)))
+    scales = np.logspace(0, -0.5 * np.log10(condition), features)
+    orthonormal, _ = np.linalg.qr(rng.standard_normal((samples, features)))
+    x = (np.sqrt(samples) * orthonormal * scales) @ rotation.T
+    y = x @ rng.standard_normal((features, outputs))
+    return x.astype("float32"), y.astype("float32")
+
+
+def steps_to_target(optimizer, learning_rates, x, y, relative_target, max_steps):
+    """Full-batch steps until the loss is `relative_target` times its initial value, per
+    learning rate (None if never). One compiled train function serves the whole sweep: the
+    optimizer state, weights and learning rate are reset between runs."""
+    model = keras.Sequential(
+        [keras.Input((x.shape[1],)), keras.layers.Dense(y.shape[1], use_bias=False)]
+    )
+    model.compile(optimizer=optimizer, loss="mse")
+    optimizer.build(model.trainable_variables)
+    initial_state = [to_numpy(v) for v in optimizer.variables]
+    zeros = np.zeros(model.trainable_variables[0].shape, "float32")
+    results = {}
+    for learning_rate in learning_rates:
+        for variable, value in zip(optimizer.variables, initial_state):
+            variable.assign(value)
+        optimizer.learning_rate = learning_rate
+        model.trainable_variables[0].assign(zeros)
+        initial_loss = None
+        results[learning_rate] = None
+        for step in range(max_steps + 1):
+            loss = float(model.train_on_batch(x, y))  # the loss before this step's update
+            initial_loss = initial_loss or loss
+            if loss <= relative_target * initial_loss:
+                results[learning_rate] = step
+                break
+    return results
+
+
+@pytest.mark.slow
+def test_shampoo_needs_at_most_half_the_steps_of_adam():
+    """Each optimizer at its best learning rate from the same grid; the best must be inside
+    the grid for both, or the comparison would depend on where the grid stops."""
+    x, y = ill_conditioned_least_squares()
+    grid = [0.3, 1.0, 3.0]
+    adam = steps_to_target(keras.optimizers.Adam(), grid, x, y, 1e-4, max_steps=400)
+    shampoo = steps_to_target(
+        Shampoo(start_preconditioning_step=5, precondition_frequency=5), grid, x, y, 1e-4, 400
+    )
+    best_adam = min((s, lr) for lr, s in adam.items() if s is not None)
+    best_shampoo = min((s, lr) for lr, s in shampoo.items() if s is not None)
+    interior = grid[1:-1]
+    assert best_adam[1] in interior and best_shampoo[1] in interior, (adam, shampoo)
+    assert best_shampoo[0] <= 0.5 * best_adam[0], (adam, shampoo)
