@@ -38,7 +38,7 @@ def test_ta_and_every_student_learn():
                    keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                    metrics=["accuracy"])
     history = mat_ta.fit(x, {"labels": labels, "teacher_logits": teacher_logits},
-                         batch_size=64, epochs=10, verbose=0).history
+                         batch_size=128, epochs=12, verbose=0).history
     results = mat_ta.evaluate(x_test, {"labels": clean_test,
                                        "teacher_logits": 4.0 * np.eye(4)[clean_test]},
                               verbose=0, return_dict=True)
