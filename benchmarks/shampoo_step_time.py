@@ -7,6 +7,11 @@ to Adam's, measured in the same run. Shampoo runs with `start_preconditioning_st
 every timed step preconditions, and the timed window is a multiple of every
 `precondition_frequency`, so it holds its share of root refreshes (a median would hide them).
 
+Both wall time and process CPU time are reported: on a shared machine the CPU-time ratio is
+the steadier one. On a small CPU, pin BLAS to one thread (OMP_NUM_THREADS=1
+OPENBLAS_NUM_THREADS=1): under contention its spinning threads made a batched 128x128 eigh
+100x slower.
+
 Usage:
     KERAS_BACKEND=jax python benchmarks/shampoo_step_time.py [--steps 100] [--frequencies 1 10 100]
 
@@ -75,14 +80,15 @@ def mean_step_seconds(build_model, optimizer, data, steps, warmup):
     x, y = data
     for _ in range(warmup):  # compilation and the first root refresh
         model.train_on_batch(x, y)
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):
         loss = model.train_on_batch(x, y)  # returns a host value: the step has finished
-    elapsed = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
     if not np.isfinite(loss):
         raise RuntimeError(f"non-finite loss {loss} with {optimizer.name}")
-    print(f"  {optimizer.name}: {1e3 * elapsed / steps:.2f} ms/step", flush=True)
-    return elapsed / steps
+    print(f"  {optimizer.name}: {1e3 * wall / steps:.2f} ms/step wall, "
+          f"{1e3 * cpu / steps:.2f} ms/step CPU", flush=True)
+    return wall / steps, cpu / steps
 
 
 def main():
@@ -107,24 +113,23 @@ def main():
     rows = []
     for model_name in args.models:
         build_model, data = workloads(args)[model_name]
-        adam_seconds = mean_step_seconds(
+        adam_wall, adam_cpu = mean_step_seconds(
             build_model, keras.optimizers.Adam(), data, steps, args.warmup
         )
-        rows.append(
-            {"model": model_name, "optimizer": "adam", "frequency": None,
-             "step_ms": 1e3 * adam_seconds, "ratio_vs_adam": 1.0}
-        )
-        for frequency in args.frequencies:
-            optimizer = Shampoo(
-                precondition_frequency=frequency,
-                start_preconditioning_step=1,
-                block_size=args.block_size,
-                root_method=args.root_method,
-            )
-            seconds = mean_step_seconds(build_model, optimizer, data, steps, args.warmup)
+        for frequency in [None] + list(args.frequencies):  # None: Adam itself
+            wall, cpu = adam_wall, adam_cpu
+            if frequency is not None:
+                optimizer = Shampoo(
+                    precondition_frequency=frequency,
+                    start_preconditioning_step=1,
+                    block_size=args.block_size,
+                    root_method=args.root_method,
+                )
+                wall, cpu = mean_step_seconds(build_model, optimizer, data, steps, args.warmup)
             rows.append(
-                {"model": model_name, "optimizer": "shampoo", "frequency": frequency,
-                 "step_ms": 1e3 * seconds, "ratio_vs_adam": seconds / adam_seconds}
+                {"model": model_name, "optimizer": "adam" if frequency is None else "shampoo",
+                 "frequency": frequency, "step_ms": 1e3 * wall, "cpu_ms": 1e3 * cpu,
+                 "ratio_vs_adam": wall / adam_wall, "cpu_ratio_vs_adam": cpu / adam_cpu}
             )
     for row in rows:
         row.update(
@@ -135,7 +140,12 @@ def main():
     def plot(axes, rows):
         shampoo_rows = [r for r in rows if r["optimizer"] == "shampoo"]
         labels = [f"{r['model']}\nf={r['frequency']}" for r in shampoo_rows]
-        axes.bar(labels, [r["ratio_vs_adam"] for r in shampoo_rows], color="tab:blue")
+        positions = np.arange(len(shampoo_rows))
+        axes.bar(positions - 0.2, [r["ratio_vs_adam"] for r in shampoo_rows], 0.4,
+                 label="wall time")
+        axes.bar(positions + 0.2, [r["cpu_ratio_vs_adam"] for r in shampoo_rows], 0.4,
+                 label="CPU time")
+        axes.set_xticks(positions, labels)
         axes.axhline(1.0, color="black", linewidth=0.8, linestyle="--", label="Adam")
         axes.set_ylabel("step time / Adam step time")
         axes.set_title(f"Shampoo step time ({keras.backend.backend()}, block {args.block_size})")
@@ -144,7 +154,8 @@ def main():
     report(
         "shampoo_step_time",
         rows,
-        ["model", "optimizer", "frequency", "step_ms", "ratio_vs_adam"],
+        ["model", "optimizer", "frequency", "step_ms", "ratio_vs_adam", "cpu_ms",
+         "cpu_ratio_vs_adam"],
         plot=plot,
     )
 

@@ -5,15 +5,18 @@ Rates") takes the *direction* of one optimizer and the *step size* of another. S
 its direction from the Kronecker-factored preconditioner and, block by block, the norm of its
 step from one of the element-wise optimizers below. They all act on the same filtered
 (momentum) gradient `m_hat`, so before `start_preconditioning_step`, and for variables Shampoo
-does not precondition, `Shampoo(grafting="adam")` is Adam.
+does not precondition, `Shampoo(grafting="adam", nesterov=False)` is Adam (epsilon aside: Keras
+adds it after the bias correction, here it is added before).
 
-| grafting    | second moment `v` (from the raw gradient `g`)  | step direction            |
-|-------------|------------------------------------------------|---------------------------|
-| `"adam"`    | `v <- b2 v + (1 - b2) g^2`                     | `m_hat / (sqrt(v / (1 - b2^t)) + eps)` |
-| `"rmsprop"` | `v <- b2 v + (1 - b2) g^2`                     | `m_hat / (sqrt(v) + eps)` |
-| `"adagrad"` | `v <- v + g^2`                                 | `m_hat / (sqrt(v) + eps)` |
-| `"sgd"`     | none                                           | `m_hat`                   |
-| `"none"`    | none                                           | `m_hat` (see below)       |
+| grafting    | second moment `v` (from the raw gradient `g`) | step direction                   |
+|-------------|-----------------------------------------------|----------------------------------|
+| `"adam"`    | `v <- b2 v + (1 - b2) g^2`                    | `m_hat / (sqrt(v / c_t) + eps)`  |
+| `"rmsprop"` | `v <- b2 v + (1 - b2) g^2`                    | `m_hat / (sqrt(v) + eps)`        |
+| `"adagrad"` | `v <- v + g^2`                                | `m_hat / (sqrt(v) + eps)`        |
+| `"sgd"`     | none                                          | `m_hat`                          |
+| `"none"`    | none                                          | `m_hat` (see below)              |
+
+with `c_t = 1 - b2^t` (Adam's bias correction).
 
 `"none"` does not rescale the Shampoo direction (raw Shampoo, whose step has a different
 scale, so it needs its own learning rate); where Shampoo does not apply it falls back to SGD.

@@ -101,7 +101,12 @@ class Shampoo(keras.optimizers.Optimizer):
     Example:
 
     ```python
-    model.compile(optimizer=keras_matta.optimizers.Shampoo(learning_rate=1e-3), loss="mse")
+    from keras_matta.optimizers import Shampoo
+
+    model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32), keras.layers.Dense(1)])
+    # An Adam learning rate works: Adam sets each block's step size, Shampoo its direction.
+    model.compile(optimizer=Shampoo(learning_rate=1e-3), loss="mse")
+    model.fit(np.random.rand(256, 16), np.random.rand(256, 1), epochs=3)
     ```
 
     Reference:
@@ -233,27 +238,31 @@ class Shampoo(keras.optimizers.Optimizer):
             if self._overwrite_variable_with_gradient(var):
                 continue
             index = self._get_variable_index(var)
-            prefix = var.path.replace("/", "_")
-
-            def state(shape, suffix, initializer="zeros"):
-                return self.add_variable(
-                    shape=shape, initializer=initializer, dtype="float32",
-                    name=f"{prefix}_{suffix}",
-                )
-
-            self._momentums[index] = state(var.shape, "momentum")
+            self._momentums[index] = self._add_state(var, var.shape, "momentum")
             if grafting_lib.has_second_moment(self.grafting):
-                self._second_moments[index] = state(var.shape, "grafting_second_moment")
+                self._second_moments[index] = self._add_state(
+                    var, var.shape, "grafting_second_moment"
+                )
             layout = self.block_layout(var)
             if layout is None:
                 continue
             self._layouts[index] = layout
-            rows, cols = layout.block_shape
-            n = layout.num_blocks
-            self._left_statistics[index] = state((n, rows, rows), "left_statistics")
-            self._right_statistics[index] = state((n, cols, cols), "right_statistics")
-            self._left_roots[index] = state((n, rows, rows), "left_root", _BatchedIdentity())
-            self._right_roots[index] = state((n, cols, cols), "right_root", _BatchedIdentity())
+            (rows, cols), n = layout.block_shape, layout.num_blocks
+            left, right = (n, rows, rows), (n, cols, cols)
+            identity = _BatchedIdentity()
+            self._left_statistics[index] = self._add_state(var, left, "left_statistics")
+            self._right_statistics[index] = self._add_state(var, right, "right_statistics")
+            self._left_roots[index] = self._add_state(var, left, "left_root", identity)
+            self._right_roots[index] = self._add_state(var, right, "right_root", identity)
+
+    def _add_state(self, variable, shape, suffix, initializer="zeros"):
+        """A float32 optimizer variable named after `variable`, whatever its dtype."""
+        return self.add_variable(
+            shape=shape,
+            initializer=initializer,
+            dtype="float32",
+            name=f"{variable.path.replace('/', '_')}_{suffix}",
+        )
 
     # === Update ===
 
@@ -272,7 +281,7 @@ class Shampoo(keras.optimizers.Optimizer):
             layout = self._layouts[index]
             if layout is None:
                 continue
-            blocks = layout.to_blocks(ops.cast(gradient, "float32"))  # (blocks, rows, cols)
+            blocks = layout.to_blocks(_dense_float32(gradient))  # (blocks, rows, cols)
             for statistics, gram, root in (
                 (self._left_statistics[index], ops.matmul(blocks, _transpose(blocks)),
                  self._left_roots[index]),
@@ -322,7 +331,7 @@ class Shampoo(keras.optimizers.Optimizer):
         index = self._get_variable_index(variable)
         step = self.iterations + 1
         t = ops.cast(step, "float32")
-        gradient = ops.cast(gradient, "float32")
+        gradient = _dense_float32(gradient)
         learning_rate = ops.cast(learning_rate, "float32")
 
         momentum = self._momentums[index]
@@ -476,6 +485,15 @@ def _cond(predicate, true_fn, false_fn):
     except TypeError:
         return ops.cond(predicate, true_fn, false_fn)
     return true_fn() if taken else false_fn()
+
+
+def _dense_float32(gradient):
+    gradient = ops.cast(gradient, "float32")
+    if type(gradient).__name__ == "IndexedSlices":
+        # TensorFlow's embedding gradients: keras.ops keeps them sparse through casts and
+        # products, but adding them to a dense tensor densifies them.
+        gradient = ops.add(ops.zeros(tuple(gradient.shape), "float32"), gradient)
+    return gradient
 
 
 def _group_by_side(refreshes):

@@ -58,7 +58,9 @@ def test_matches_float64_reference(method):
     for root in ROOTS:
         for condition in (1e2, 1e4):
             rng = np.random.default_rng(int(root * condition) % 997)
-            matrices = np.stack([gram_with_condition(rng, SIZE, 9, condition) for _ in range(BATCH)])
+            matrices = np.stack(
+                [gram_with_condition(rng, SIZE, 9, condition) for _ in range(BATCH)]
+            )
             result = to_numpy(matrix_inverse_root(matrices, root, method=method, epsilon=1e-6))
             reference = np.stack([reference_root(m, root, 1e-6) for m in matrices])
             assert result.shape == matrices.shape

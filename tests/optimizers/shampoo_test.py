@@ -92,10 +92,9 @@ class NumpyShampoo:
             self.right[i] = b2 * self.right[i] + weight_new * gb.T @ gb
             if t >= start and (t - start) % frequency == 0:
                 correction = 1 - b2**t if b2 < 1 else 1.0
-                self.left_root[i] = numpy_inverse_fourth_root(self.left[i] / correction, h["epsilon"])
-                self.right_root[i] = numpy_inverse_fourth_root(
-                    self.right[i] / correction, h["epsilon"]
-                )
+                for statistics, roots in ((self.left, self.left_root),
+                                          (self.right, self.right_root)):
+                    roots[i] = numpy_inverse_fourth_root(statistics[i] / correction, h["epsilon"])
             direction = self.left_root[i] @ m[block] @ self.right_root[i]
             if grafting != "none":
                 direction *= np.linalg.norm(a[block]) / np.linalg.norm(direction)

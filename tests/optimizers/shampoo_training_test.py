@@ -11,13 +11,17 @@ from keras_matta.optimizers import Shampoo
 _RNG = np.random.default_rng(0)
 _TOKENS = _RNG.standard_normal((64, 4, 8)).astype("float32")
 _TARGETS = np.tanh(_TOKENS.sum(axis=1) @ _RNG.standard_normal((8, 2))).astype("float32")
+_TOKEN_IDS = _RNG.integers(0, 20, (64, 4)).astype("int32")
+_ID_TARGETS = np.tanh(_RNG.standard_normal((20, 2))[_TOKEN_IDS].sum(axis=1)).astype("float32")
 
 
 def attention_model():
-    """Attention (3-D EinsumDense kernels, 2-D per-head biases) and a 32x12 Dense kernel that
-    block_size=8 cuts into a 4x2 grid with a padded edge."""
-    inputs = keras.Input((4, 8))
-    x = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4, name="attention")(inputs, inputs)
+    """An embedding (sparse IndexedSlices gradients on TensorFlow, grafted only), attention
+    (3-D EinsumDense kernels, 2-D per-head biases) and a 32x12 Dense kernel that block_size=8
+    cuts into a 4x2 grid with a padded edge."""
+    inputs = keras.Input((4,), dtype="int32")
+    x = keras.layers.Embedding(20, 8, name="tokens")(inputs)
+    x = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4, name="attention")(x, x)
     x = keras.layers.Flatten()(x)
     x = keras.layers.Dense(12, activation="tanh", name="hidden")(x)
     outputs = keras.layers.Dense(2, name="head")(x)
@@ -69,13 +73,14 @@ def test_compiled_fit(jit_compile):
     model = attention_model()
     optimizer = shampoo_for_tests()
     model.compile(optimizer=optimizer, loss="mse", jit_compile=jit_compile)
-    history = model.fit(_TOKENS, _TARGETS, batch_size=16, epochs=3, verbose=0)
+    history = model.fit(_TOKEN_IDS, _ID_TARGETS, batch_size=16, epochs=3, verbose=0)
     losses = history.history["loss"]
     assert losses[-1] < 0.8 * losses[0]
     assert_preconditioner_in_use(optimizer)
     kernel_layouts = {
         v.path: layout for v, layout in zip(model.trainable_variables, optimizer._layouts)
     }
+    assert kernel_layouts["tokens/embeddings"] is None
     assert kernel_layouts["hidden/kernel"].grid == (4, 2)
     assert kernel_layouts["attention/query/kernel"].matrix_shape == (8, 8)
 
