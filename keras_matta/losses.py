@@ -10,10 +10,20 @@ values.
 Teacher and student outputs must have the same shape: nothing is broadcast.
 """
 
+import numbers
+
 import keras
 from keras import ops
 
 _EPSILON = 1e-7
+
+
+def _as_float(x):
+    """A float tensor of at least 32 bits: half-precision logits lose too much in a softmax."""
+    x = ops.convert_to_tensor(x)
+    if keras.backend.standardize_dtype(x.dtype) == "float64":
+        return x
+    return ops.cast(x, "float32")
 
 
 def _check_same_shape(teacher, student):
@@ -28,7 +38,7 @@ def _check_same_shape(teacher, student):
 
 
 def _check_temperature(temperature):
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
         raise TypeError(f"`temperature` must be a positive number; got {temperature!r}.")
     if not temperature > 0:
         raise ValueError(f"`temperature` must be > 0; got {temperature}.")
@@ -37,7 +47,7 @@ def _check_temperature(temperature):
 
 def _categorical_logits(outputs, from_logits):
     """Logits whose softmax is `outputs`' distribution (log-probabilities for probabilities)."""
-    outputs = ops.convert_to_tensor(outputs, dtype="float32")
+    outputs = _as_float(outputs)
     if from_logits:
         return outputs
     return ops.log(ops.clip(outputs, _EPSILON, 1.0))
@@ -45,7 +55,7 @@ def _categorical_logits(outputs, from_logits):
 
 def _bernoulli_logits(outputs, from_logits):
     """Logits whose sigmoid is `outputs`' probability."""
-    outputs = ops.convert_to_tensor(outputs, dtype="float32")
+    outputs = _as_float(outputs)
     if from_logits:
         return outputs
     probabilities = ops.clip(outputs, _EPSILON, 1.0 - _EPSILON)
@@ -110,8 +120,7 @@ def mse_distillation(teacher, student):
     There is no temperature: a regression output is not a distribution.
     """
     _check_same_shape(teacher, student)
-    teacher = ops.convert_to_tensor(teacher, dtype="float32")
-    student = ops.convert_to_tensor(student, dtype="float32")
+    teacher, student = _as_float(teacher), _as_float(student)
     return ops.mean(ops.square(teacher - student), axis=-1)
 
 

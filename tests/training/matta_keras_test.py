@@ -33,10 +33,13 @@ def test_steps_per_execution_gives_the_same_training():
                                three_history.history["student_0.25_kd_ta_loss"], rtol=1e-5)
 
 
+# torch.compile takes minutes on CPU: `large` there.
+COMPILER = pytest.param("torch.compile", marks=pytest.mark.large) if BACKEND == "torch" else "xla"
+
+
 @pytest.mark.skipif(BACKEND == "jax", reason="JAX always compiles with XLA")
-@pytest.mark.parametrize("_", [pytest.param(0, marks=[pytest.mark.large] if BACKEND == "torch" else [])])
-def test_jit_compile_matches_the_default_compilation(_):
-    # On torch this is torch.compile: minutes on CPU, so `large` there.
+@pytest.mark.parametrize("compiler", [COMPILER])
+def test_jit_compile_matches_the_default_compilation(compiler):
     default, _ = fit(epochs=1)
     compiled, _ = fit(jit_compile=True, epochs=1)
     for a, b in zip(weights_of(default.model), weights_of(compiled.model)):
