@@ -7,7 +7,7 @@ from helpers import to_numpy
 
 from keras_matta.optimizers import Shampoo
 from keras_matta.optimizers import shampoo as shampoo_module
-from keras_matta.optimizers.shampoo import matrix_shape_for
+from keras_matta.optimizers.blocking import matrix_shape_for
 
 # === An independent float64 NumPy Shampoo, written from the docstring ===
 
