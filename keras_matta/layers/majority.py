@@ -4,7 +4,8 @@ The combine is the only place copies meet, so every Mat layer calls the two func
 `add_majority_kernel` in `build` and `combine_copies` in `call`. A plain mean of the copies is
 just the small model with its kernel learning rate divided by `k` (every copy receives the same
 gradient `g / k`, so they never diverge), which is why the default combine breaks the symmetry:
-each training step averages a fresh random strict majority of the copies.
+each training step averages a fresh random strict majority of the copies. A strict majority
+of two copies is both, so at `k = 2` the default is the mean too: symmetry breaks from `k = 3`.
 
 Reference:
     Mazzawi, Awasthi, Gonzalvo, Ramalingam, "Majority Kernels: An Approach to Leverage Big

@@ -32,7 +32,8 @@ class MatDense(MatLayer, keras.layers.Dense):
         nested: whether the output width is nested. Defaults to `True`.
         majority: number of stored kernel copies. Defaults to 1 (a plain kernel).
         majority_combine: `"random_majority"` (default: average a random strict majority of
-            the copies each training step, all copies at inference), `"median"` (odd
+            the copies each training step, all copies at inference; at `majority=2` that is both
+            copies, the mean), `"median"` (odd
             `majority`) or `"mean"` (the control: equal to a rescaled learning rate).
         majority_seed: seed of the random-majority draws.
         **kwargs: every argument of `keras.layers.Dense` (activation, use_bias, initializers,
