@@ -5,7 +5,9 @@ Student nested inside it as a prefix of its kernels, trained together with a com
 distillation loss; `extract` turns any width into a standalone model of stock Keras layers.
 """
 
+from keras_matta import callbacks
 from keras_matta import data
+from keras_matta import distribution
 from keras_matta import losses
 from keras_matta import optimizers
 from keras_matta.cost import cost

@@ -269,6 +269,15 @@ class Shampoo(keras.optimizers.Optimizer):
     # === Update ===
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        if _replicas_in_sync() > 1:
+            # tf.distribute: the base class all-reduces the gradients and then calls
+            # `update_step` per variable; statistics must see the reduced gradients.
+            self._preconditions_per_variable = True
+            try:
+                super()._backend_update_step(grads, trainable_variables, learning_rate)
+            finally:
+                self._preconditions_per_variable = False
+            return
         # Statistics and roots of all variables first, so that the roots are computed in one
         # batched call per distinct block side instead of one per variable: compile time and
         # the number of eigensolver launches stay flat as the model gets deeper.
@@ -330,6 +339,8 @@ class Shampoo(keras.optimizers.Optimizer):
         return ops.where(usable, root, previous_root)
 
     def update_step(self, gradient, variable, learning_rate):
+        if getattr(self, "_preconditions_per_variable", False):
+            self._update_preconditioners([gradient], [variable])
         index = self._get_variable_index(variable)
         step = self.iterations + 1
         t = ops.cast(step, "float32")
@@ -426,6 +437,16 @@ def _cond(predicate, true_fn, false_fn):
     except TypeError:
         return ops.cond(predicate, true_fn, false_fn)
     return true_fn() if taken else false_fn()
+
+
+def _replicas_in_sync():
+    """Replicas of the current `tf.distribute` replica context (1 elsewhere)."""
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    return 1 if context is None else context.num_replicas_in_sync
 
 
 def _dense_float32(gradient):

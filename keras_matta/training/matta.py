@@ -5,6 +5,7 @@ import random
 import keras
 from keras import ops
 
+from keras_matta import distribution as distribution_lib
 from keras_matta import losses as losses_lib
 from keras_matta import widths as widths_lib
 from keras_matta.training import checks
@@ -251,6 +252,11 @@ class MatTA(keras.Model):
         # Regularization and `add_loss` terms of the TA pass. Read them now: each Student pass
         # below is a new top-level call of `self.model`, which clears them.
         total = sum((ops.sum(ops.cast(l, "float32")) for l in self.losses), ops.zeros(()))
+        # Under a tf.distribute strategy Keras' losses are divided by the number of replicas
+        # (their gradients are summed across replicas): divide the regularization likewise and
+        # log every term multiplied back, as Keras does for its own losses.
+        replicas = distribution_lib.replicas_in_sync()
+        total = total / replicas
         if self.teacher is not None:
             teacher_outputs = ops.stop_gradient(self.teacher(x, training=False))
             teacher_from_logits = compiled.from_logits
@@ -261,7 +267,8 @@ class MatTA(keras.Model):
         batch_size = ops.shape(ta_logits)[0]
 
         def term(head, name, weight, value):
-            self._state.trackers[(head, name)].update_state(value, sample_weight=batch_size)
+            self._state.trackers[(head, name)].update_state(value * replicas,
+                                                             sample_weight=batch_size)
             return weight * value
 
         kd_ta = compiled.distillation(teacher_from_logits=compiled.from_logits, name="kd_ta")
@@ -326,10 +333,11 @@ class MatTA(keras.Model):
 
         Widths are static Python values at trace time, so each configuration has its own
         compiled function (at most `len(WidthSampler.configurations())`, each traced on first
-        use). The step counter restarts from the optimizer's iterations at every
-        `fit`/`train_on_batch`, so a resumed run draws what the uninterrupted run drew.
+        use). The step counter restarts from the optimizer's iterations at the first step of
+        every `fit`/`train_on_batch` (after `on_train_begin`, where `BackupAndRestore` restores
+        the optimizer), so a resumed run draws what the uninterrupted run drew.
         """
-        self._state.next_step = int(ops.convert_to_numpy(self.optimizer.iterations))
+        self._state.next_step = None
         if self.train_function is not None and not force:
             return self.train_function
         # All made now, not on first use: under `keras.distribution` the JAX trainer reads the
@@ -341,6 +349,8 @@ class MatTA(keras.Model):
             functions[students] = self.train_function
 
         def dispatching_train_function(*args, **kwargs):
+            if self._state.next_step is None:
+                self._state.next_step = self._optimizer_iterations(args)
             students = self._sampler.sample(self._state.next_step)
             self._state.next_step += self.steps_per_execution
             # Read by `compute_loss` while this configuration's function is traced (or, when
@@ -357,6 +367,20 @@ class MatTA(keras.Model):
                      self.optimizer.variables, self.metrics_variables),
         )
         return self.train_function
+
+    def _optimizer_iterations(self, args):
+        """The optimizer's iterations, read when a train function is called.
+
+        On JAX `fit` has moved the variables' values into the state argument
+        `(trainable, non_trainable, optimizer, metrics)` by then.
+        """
+        iterations = self.optimizer.iterations
+        if keras.backend.backend() == "jax":
+            values = args[0][2]
+            for variable, value in zip(self.optimizer.variables, values):
+                if variable is iterations:
+                    return int(value)
+        return int(ops.convert_to_numpy(iterations))
 
     def make_test_function(self, force=False):
         if self.test_function is not None and not force:

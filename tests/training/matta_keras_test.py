@@ -3,7 +3,6 @@
 import keras
 import numpy as np
 import pytest
-from helpers import run_python
 from training.matta_models import batch, mlp, mlp_params, sparse_ce, weights_of
 
 from keras_matta.training import MatTA
@@ -75,40 +74,3 @@ def test_callbacks_see_every_head():
     mat_ta.fit(x, labels, validation_split=0.25, epochs=3, batch_size=8, verbose=0,
                callbacks=[stop, logger])
     assert "val_student_0.25_accuracy" in seen[0] and "student_0.5_kd_ta_loss" in seen[0]
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(BACKEND != "jax", reason="keras.distribution runs on the JAX backend")
-def test_data_parallel_distribution_matches_one_device():
-    output = run_python(
-        """
-        import os
-        os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"  # before jax
-        import jax, keras, numpy as np
-        from keras_matta import MatDense
-        from keras_matta.training import MatTA
-
-        def train(distribution):
-            keras.utils.set_random_seed(0)
-            rng = np.random.RandomState(0)
-            x = rng.randn(64, 5).astype("float32"); y = rng.randint(0, 3, 64)
-            keras.distribution.set_distribution(distribution)
-            ta = keras.Sequential([keras.Input((5,)), MatDense(8, activation="relu"),
-                                   MatDense(3, nested=False)])
-            mat_ta = MatTA(ta, [0.5], kd_warmup_steps=2)
-            mat_ta.compile(keras.optimizers.SGD(0.1),
-                           keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-            history = mat_ta.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
-            keras.distribution.set_distribution(None)
-            return history.history["loss"], [np.array(w) for w in ta.get_weights()]
-
-        assert len(jax.devices()) == 2
-        loss_a, weights_a = train(None)
-        loss_b, weights_b = train(keras.distribution.DataParallel(devices=jax.devices()))
-        np.testing.assert_allclose(loss_a, loss_b, rtol=1e-5)
-        for a, b in zip(weights_a, weights_b):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-        print("OK")
-        """
-    )
-    assert "OK" in output
