@@ -17,19 +17,6 @@ BACKEND = keras.backend.backend()
 SCRIPT = scenarios.__file__
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    if BACKEND != "torch":
-        yield
-        return
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def run_scenario(name, **arguments):
     env = dict(os.environ, KERAS_BACKEND=BACKEND, TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, SCRIPT, name, json.dumps(arguments)], env=env,

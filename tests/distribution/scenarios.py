@@ -100,6 +100,17 @@ class KillAtBatch(keras.callbacks.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+def assert_same_run(got, expected, term="ta_kd_teacher_loss"):
+    """Every logged loss (`term` among them) and every weight of `got` equal `expected`'s."""
+    (weights, history, _), (expected_weights, expected_history, _) = got, expected
+    assert set(history) == set(expected_history) and term in history
+    for key, values in expected_history.items():
+        np.testing.assert_allclose(history[key], values, rtol=1e-5, err_msg=key)
+    for got_weight, expected_weight in zip(weights, expected_weights):
+        # atol for entries near zero: summation order differs across devices and replicas.
+        np.testing.assert_allclose(got_weight, expected_weight, rtol=1e-5, atol=1e-6)
+
+
 def interrupted_fit(output, backup_dir, kill_at=None, epochs=2, save_freq=2,
                     callback="keras_matta", dropout=0.25, optimizer="shampoo"):
     """Fits with a BackupAndRestore; killed at `kill_at`, or run to the end (a restart)."""
