@@ -166,11 +166,5 @@ def _fsync(path):
 
 
 def _fsync_directory(directory):
-    if os.name != "posix":
-        return
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    if os.name == "posix":  # Windows cannot open a directory to flush it.
+        _fsync(directory)
