@@ -30,9 +30,11 @@ def test_notebook_cells_follow_the_guide():
 
 
 # Each guide is backend-agnostic; CI smoke-runs each on one backend, spread so that the three
-# backends' pytest processes finish together.
+# backends' pytest processes finish together. The distributed guide's JAX part runs on
+# simulated CPU devices, whose collectives can starve on a loaded 2-core machine; its JAX code
+# paths are tested in tests/distribution with a collective timeout and retries.
 SMOKE_BACKEND = {
-    "distributed_training.py": "jax",
+    "distributed_training.py": "tensorflow",
     "gpt2_medium_matta.py": "jax",
     "getting_started.py": "tensorflow",
     "shampoo.py": "tensorflow",
