@@ -10,7 +10,7 @@ run and on the same data:
 - `teacher`: the teacher's forward pass (`teacher.predict`), per batch;
 
 and reports `overhead = matta / (ta + student + teacher)` (the goal: at most 1.05) for a small
-MLP classifier and a small transformer LM (`MatTransformerBlock`; an MLP LM if it is missing).
+MLP classifier and a small transformer LM (`MatTransformerBlock`).
 A step's time is the difference between runs of `2 * --steps` and `--steps` steps (so the fixed
 cost of a `fit`/`predict` call cancels), each the median of `--repeats` interleaved runs after a
 warm-up run that compiles. On small models per-step dispatch dominates, and one fused step costs
@@ -60,19 +60,12 @@ def mlp_task(args):
 
 def lm_task(args):
     vocab, seq, dim = 512, 64, 128
-    try:
-        from keras_matta.layers.mat_transformer_block import MatTransformerBlock
-    except ImportError:
-        MatTransformerBlock = None
 
     def ta():
         tokens = keras.Input((seq,), dtype="int32")
         h = keras.layers.Embedding(vocab, dim)(tokens)
-        if MatTransformerBlock is None:
-            h = keras_matta.MatDense(4 * dim, activation="relu")(h)
-        else:
-            for _ in range(2):
-                h = MatTransformerBlock(4 * dim, num_heads=4, causal=True)(h)
+        for _ in range(2):
+            h = keras_matta.MatTransformerBlock(4 * dim, num_heads=4, causal=True)(h)
         return keras.Model(tokens, keras_matta.MatDense(vocab, nested=False)(h))
 
     teacher = keras.Sequential([keras.Input((seq,), dtype="int32"),
@@ -83,8 +76,7 @@ def lm_task(args):
     n = 2 * max(args.batch // 8, 1) * args.steps
     x = rng.randint(0, vocab, (n, seq)).astype("int32")
     y = rng.randint(0, vocab, (n, seq))
-    kind = "transformer LM" if MatTransformerBlock is not None else "MLP LM"
-    return ta, teacher, x, y, kind
+    return ta, teacher, x, y
 
 
 # === Timing ===
@@ -158,8 +150,8 @@ def main():
         make_ta, teacher, x, y = mlp_task(args)
         rows.append(measure("MLP", make_ta, teacher, x, y, args.batch, args))
     if "lm" in args.models:
-        make_ta, teacher, x, y, kind = lm_task(args)
-        rows.append(measure(kind, make_ta, teacher, x, y, max(args.batch // 8, 1), args))
+        make_ta, teacher, x, y = lm_task(args)
+        rows.append(measure("transformer LM", make_ta, teacher, x, y, max(args.batch // 8, 1), args))
     columns = ["model", "width", "batch", "matta_ms", "ta_ms", "student_ms", "teacher_ms",
                "separate_ms", "overhead"]
     report("matta_step_overhead", rows, columns)

@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from keras_matta.study.runs import METHOD_TITLES
+from keras_matta.widths import width_label
 
 # Per task: (primary metric, higher is better, secondary metrics), in table order.
 METRICS = {
@@ -153,17 +154,68 @@ def markdown_table(header, rows):
                      + [line(row) for row in rows])
 
 
+def _task_sections(results, summaries, student_widths, split):
+    """Per task: `(main table title, table)`, `(family table title, table)` and the claims."""
+    for task in summaries:
+        tables = (
+            (f"{TASK_TITLES[task]}: Students, KD and MatTA ({split} split)",
+             markdown_table(*table_rows(results, task, student_widths[task]))),
+            (f"{TASK_TITLES[task]}: Mix'n'Match models extracted from the MatTA TA "
+             f"({split} split)", markdown_table(*family_rows(results, task))),
+        )
+        yield tables, _summary_text(summaries[task])
+
+
 def print_tables(results, summaries, student_widths, split="test"):
     """Prints the main and Mix'n'Match tables of every task, then the measured claims."""
-    for task in summaries:
-        for title, (header, rows) in (
-            (f"{TASK_TITLES[task]}: Students, KD and MatTA ({split} split)",
-             table_rows(results, task, student_widths[task])),
-            (f"{TASK_TITLES[task]}: Mix'n'Match models extracted from the MatTA TA "
-             f"({split} split)", family_rows(results, task)),
-        ):
-            print(f"\n{title}\n\n{markdown_table(header, rows)}")
-        print("\n" + _summary_text(summaries[task]))
+    for tables, claims in _task_sections(results, summaries, student_widths, split):
+        for title, table in tables:
+            print(f"\n{title}\n\n{table}")
+        print("\n" + claims)
+
+
+README_BEGIN = "<!-- demo results: generated, do not edit -->"
+README_END = "<!-- end of demo results -->"
+
+
+def readme_section(payload, source):
+    """The README's results: the demo's tables and claims from `payload`, a `results.json`.
+
+    Args:
+        payload: the JSON payload `run_demo` wrote.
+        source: the path of that file, relative to the README (named in the text).
+
+    Returns:
+        Markdown between `README_BEGIN` and `README_END`, markers included.
+    """
+    student_widths = {task: width_label(payload["settings"][task]["student_fraction"])
+                      for task in payload["summary"]}
+    seeds = sorted({seed for result in payload["results"] for seed in result["seeds"]})
+    environment = payload["environment"]
+    command = "keras-matta demo" + ("" if payload["mode"] == "default" else f" --{payload['mode']}")
+    lines = [
+        README_BEGIN,
+        f"Measured by `{command}` (seeds "
+        f"{', '.join(map(str, seeds))}; mean ± std over seeds; {environment['backend']} on "
+        f"{environment['cpu_count']} CPU cores, {payload['seconds'] / 60:.0f} min). Source: "
+        f"[`{source}`]({source}); this section is generated from it by "
+        f"`python -m keras_matta.study.report {source} --readme README.md`.",
+    ]
+    sections = _task_sections(payload["results"], payload["summary"], student_widths,
+                              payload["split"])
+    for tables, claims in sections:
+        for title, table in tables:
+            lines += ["", f"**{title}**", "", table]
+        lines += ["", "```text", claims.rstrip("\n"), "```"]
+    return "\n".join(lines + [README_END])
+
+
+def replace_readme_section(readme_text, section):
+    """`readme_text` with the text between the markers (included) replaced by `section`."""
+    begin, end = readme_text.find(README_BEGIN), readme_text.find(README_END)
+    if begin < 0 or end < begin:
+        raise ValueError(f"the README has no `{README_BEGIN}` ... `{README_END}` block")
+    return readme_text[:begin] + section + readme_text[end + len(README_END):]
 
 
 def _summary_text(s):
@@ -257,3 +309,27 @@ def write_json(path, payload):
 
     with open(path, "w") as file:
         json.dump(clean(payload), file, indent=2)
+
+
+def main(argv=None):
+    """`python -m keras_matta.study.report RESULTS_JSON [--readme README.md]`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Print a demo run's README section, or "
+                                     "write it into the README between the markers.")
+    parser.add_argument("results", help="a results.json written by `keras-matta demo`")
+    parser.add_argument("--readme", help="the README to update in place")
+    args = parser.parse_args(argv)
+    with open(args.results) as file:
+        payload = json.load(file)
+    if args.readme is None:
+        print(readme_section(payload, args.results))
+        return
+    with open(args.readme) as file:
+        text = file.read()
+    with open(args.readme, "w") as file:
+        file.write(replace_readme_section(text, readme_section(payload, args.results)))
+
+
+if __name__ == "__main__":
+    main()

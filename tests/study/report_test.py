@@ -1,0 +1,103 @@
+"""The study's report: seed aggregation, the measured claims, and the README section."""
+
+import json
+
+import numpy as np
+import pytest
+
+from keras_matta.study import report
+
+ACCURACY = {  # (method, optimizer, width) -> accuracy of seeds 0, 1, 2
+    ("teacher", "adam", "1"): (0.97, 0.97, 0.97),
+    ("student", "adam", "1"): (0.90, 0.92, 0.91),
+    ("student", "shampoo", "1"): (0.92, 0.93, 0.92),
+    ("kd", "adam", "1"): (0.91, 0.92, 0.92),
+    ("kd", "shampoo", "1"): (0.92, 0.92, 0.93),
+    ("matta", "adam", "0.25"): (0.92, 0.91, 0.93),
+    ("matta", "adam", "1"): (0.94, 0.94, 0.95),
+    ("matta", "shampoo", "0.25"): (0.95, 0.95, 0.96),
+    ("matta", "shampoo", "1"): (0.96, 0.96, 0.97),
+}
+
+
+def _rows():
+    rows = []
+    for (method, optimizer, width), values in ACCURACY.items():
+        for seed, accuracy in enumerate(values):
+            rows.append({
+                "task": "digits", "seed": seed, "method": method, "optimizer": optimizer,
+                "width": width, "label": width, "params": 1000 if width == "0.25" else 4000,
+                "flops": 2000, "train_seconds": 1.0 + seed,
+                "metrics": {"accuracy": accuracy, "auc": 0.99},
+            })
+    return rows
+
+
+def _payload():
+    results = report.aggregate(_rows())
+    summary = {"digits": report.summary(results, "digits", "0.25")}
+    return {
+        "mode": "full", "split": "test", "seconds": 1800.0,
+        "environment": {"backend": "jax", "cpu_count": 2},
+        "settings": {"digits": {"student_fraction": 0.25}},
+        "summary": summary, "results": results, "rows": _rows(),
+    }
+
+
+def _result(results, method, optimizer, width):
+    (result,) = [r for r in results
+                 if (r["method"], r["optimizer"], r["width"]) == (method, optimizer, width)]
+    return result
+
+
+def test_aggregate_is_the_mean_and_std_over_seeds():
+    results = report.aggregate(_rows())
+    assert len(results) == len(ACCURACY)
+    for key, values in ACCURACY.items():
+        result = _result(results, *key)
+        assert result["seeds"] == [0, 1, 2]
+        assert result["metrics"]["accuracy"]["mean"] == pytest.approx(np.mean(values))
+        assert result["metrics"]["accuracy"]["std"] == pytest.approx(np.std(values))
+        assert result["train_seconds"] == pytest.approx(2.0)
+
+
+def test_summary_gains_are_against_the_student_alone_with_adam():
+    summary = _payload()["summary"]["digits"]
+    mean = {key: np.mean(values) for key, values in ACCURACY.items()}
+    base = mean[("student", "adam", "1")]
+    assert summary["baseline_student_adam"] == pytest.approx(base)
+    assert summary["gain_matta_student_shampoo"] == pytest.approx(
+        mean[("matta", "shampoo", "0.25")] - base)
+    assert summary["gain_matta_ta_adam"] == pytest.approx(mean[("matta", "adam", "1")] - base)
+    margin = (mean[("matta", "shampoo", "0.25")] - base) - (
+        (mean[("matta", "adam", "0.25")] - base) + (mean[("student", "shampoo", "1")] - base))
+    assert summary["super_additivity_margin"] == pytest.approx(margin)
+    assert summary["super_additive"] == (margin > 0)
+
+
+def test_readme_section_shows_every_measured_mean_and_its_source():
+    section = report.readme_section(_payload(), "runs/results.json")
+    assert section.startswith(report.README_BEGIN) and section.endswith(report.README_END)
+    assert "`keras-matta demo --full`" in section and "seeds 0, 1, 2" in section
+    assert "[`runs/results.json`](runs/results.json)" in section
+    student_adam = ACCURACY[("student", "adam", "1")]
+    assert f"{np.mean(student_adam):.4f} ± {np.std(student_adam):.4f}" in section
+    assert "| Teacher " in section and "| MatTA TA " in section
+
+
+def test_replace_readme_section_touches_only_the_marked_block(tmp_path):
+    section = report.readme_section(_payload(), "runs/results.json")
+    readme = f"# Title\n\nBefore.\n\n{report.README_BEGIN}\nold\n{report.README_END}\n\nAfter.\n"
+    updated = report.replace_readme_section(readme, section)
+    assert updated == f"# Title\n\nBefore.\n\n{section}\n\nAfter.\n"
+    assert report.replace_readme_section(updated, section) == updated
+
+    results, path = tmp_path / "results.json", tmp_path / "README.md"
+    results.write_text(json.dumps(_payload()))
+    path.write_text(readme)
+    report.main([str(results), "--readme", str(path)])
+    assert report.replace_readme_section(readme, report.readme_section(
+        _payload(), str(results))) == path.read_text()
+
+    with pytest.raises(ValueError, match="demo results"):
+        report.replace_readme_section("# no markers\n", section)
