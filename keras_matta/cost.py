@@ -33,8 +33,15 @@ def cost(model, widths=None, input_shape=None):
     Example:
 
     ```python
+    model = keras.Sequential([keras.Input((16,)), keras_matta.MatDense(64, activation="relu"),
+                              keras_matta.MatDense(10, nested=False)])
     for fraction in (0.25, 0.5, 1.0):
         print(fraction, keras_matta.cost(model, fraction))
+    # 0.25 {'params': 442, 'flops': 832}     16 hidden units: 16*16+16 + 16*10+10 parameters
+    # 0.5 {'params': 874, 'flops': 1664}
+    # 1.0 {'params': 1738, 'flops': 3328}
+    student = keras_matta.extract(model, 0.25)               # the stock model it describes
+    assert keras_matta.cost(model, 0.25)["params"] == student.count_params()
     ```
     """
     model = graph_lib.unwrap(model)

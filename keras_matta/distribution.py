@@ -93,18 +93,23 @@ def matta_layout_map(
     Example:
 
     ```python
-    devices = keras.distribution.list_devices()               # e.g. 8
-    mesh = keras.distribution.DeviceMesh((2, 4), ("batch", "model"), devices)
+    devices = keras.distribution.list_devices()        # e.g. 8 accelerators
+    mesh = keras.distribution.DeviceMesh((1, len(devices)), ("batch", "model"), devices)
     layout_map = keras_matta.distribution.matta_layout_map(
         mesh, column_parallel=["hidden"], row_parallel=["logits"])
-    keras.distribution.set_distribution(
-        keras.distribution.ModelParallel(layout_map=layout_map, batch_dim_name="batch"))
-    ta = make_ta()                                           # variables are created sharded
-    optimizer = keras_matta.optimizers.Shampoo(block_size=128)
-    keras_matta.distribution.add_shampoo_layouts(layout_map, optimizer, ta)
-    mat_ta = keras_matta.MatTA(ta, [0.25, 0.5])
-    mat_ta.compile(optimizer, loss)
-    mat_ta.fit(x, y)
+    layout_map["ta/hidden/kernel"].axes                # (None, "model"): split on its units
+    # Or keras.distribution.set_distribution(...) for the whole program.
+    with keras.distribution.ModelParallel(layout_map=layout_map,
+                                          batch_dim_name="batch").scope():
+        ta = keras.Sequential([keras.Input((16,)),
+                               keras_matta.MatDense(64, activation="relu", name="hidden"),
+                               keras_matta.MatDense(4, nested=False, name="logits")], name="ta")
+        optimizer = keras_matta.optimizers.Shampoo(block_size=16)
+        keras_matta.distribution.add_shampoo_layouts(layout_map, optimizer, ta)
+        mat_ta = keras_matta.MatTA(ta, [0.25, 0.5])
+        mat_ta.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        mat_ta.fit(np.random.rand(32, 16), np.random.randint(0, 4, size=(32,)),
+                   batch_size=8, epochs=1, verbose=0)
     ```
 
     Reference:
@@ -184,13 +189,19 @@ def add_shampoo_layouts(layout_map, optimizer, variables, spread_axis=None):
     Example:
 
     ```python
-    mesh = keras.distribution.DeviceMesh((8,), ("batch",), keras.distribution.list_devices())
-    layout_map = keras.distribution.LayoutMap(mesh)             # data parallel: no model split
-    keras.distribution.set_distribution(
-        keras.distribution.ModelParallel(layout_map=layout_map, batch_dim_name="batch"))
-    ta = make_ta()
-    optimizer = keras_matta.optimizers.Shampoo(block_size=64)
-    keras_matta.distribution.add_shampoo_layouts(layout_map, optimizer, ta, spread_axis="batch")
+    devices = keras.distribution.list_devices()        # e.g. 8 accelerators
+    mesh = keras.distribution.DeviceMesh((len(devices),), ("batch",), devices)
+    layout_map = keras.distribution.LayoutMap(mesh)    # data parallel: no model split
+    with keras.distribution.ModelParallel(layout_map=layout_map,
+                                          batch_dim_name="batch").scope():
+        ta = keras.Sequential([keras.Input((16,)), keras_matta.MatDense(128, activation="relu"),
+                               keras_matta.MatDense(4, nested=False)], name="ta")
+        optimizer = keras_matta.optimizers.Shampoo(block_size=16)
+        keras_matta.distribution.add_shampoo_layouts(layout_map, optimizer, ta,
+                                                     spread_axis="batch")
+        # Each kernel has 8 blocks (of 16 x 16, 16 x 4): their statistics and roots are split
+        # over the devices of "batch", each device computing the roots of its share.
+        optimizer.build(ta.trainable_variables)   # as `fit` does: the state gets its layouts
     ```
 
     Reference:
@@ -257,6 +268,22 @@ def statistics_axis(variable_shape, axes, blocks, device_mesh):
         axes: its layout, one mesh axis name or None per dimension.
         blocks: its block layout, as `Shampoo.block_layout(variable)` returns it.
         device_mesh: the `keras.distribution.DeviceMesh`.
+
+    Returns:
+        The name of the mesh axis in `axes` that splits the variable, or `None`.
+
+    Example:
+
+    ```python
+    mesh = keras.distribution.DeviceMesh((2,), ("model",), ["cpu:0", "cpu:1"])  # names only
+    optimizer = keras_matta.optimizers.Shampoo(block_size=16)
+    kernel = keras.Variable(np.zeros((64, 32), "float32"))
+    blocks = optimizer.block_layout(kernel)   # a grid of 4 x 2 blocks of 16 x 16
+    statistics_axis = keras_matta.distribution.statistics_axis
+    statistics_axis(kernel.shape, ("model", None), blocks, mesh)   # "model": 2 block rows each
+    statistics_axis(kernel.shape, (None, "model"), blocks, mesh)   # None (replicated): the
+    # blocks of a column shard, one per block row, are not a contiguous range of the 8
+    ```
     """
     sharded = [(i, a) for i, a in enumerate(axes) if a is not None]
     if len(sharded) != 1:
@@ -289,6 +316,21 @@ def replicas_in_sync():
     Keras' losses divide a `"sum_over_batch_size"` loss by it (the replicas' gradients are then
     summed), and its loss trackers multiply it back for logging: MatTA does the same for its
     per-term losses and its regularization losses.
+
+    Returns:
+        An int: `tf.distribute.get_strategy().num_replicas_in_sync` on the TensorFlow backend
+        (1 outside a strategy's scope), 1 on the other backends.
+
+    Example:
+
+    ```python
+    import tensorflow as tf
+
+    with tf.distribute.MirroredStrategy().scope():   # every local GPU, or the CPU
+        replicas = keras_matta.distribution.replicas_in_sync()
+    # TensorFlow backend: the strategy's number of replicas (e.g. 8 GPUs -> 8); others: 1
+    assert keras_matta.distribution.replicas_in_sync() == 1   # outside any strategy
+    ```
     """
     if keras.backend.backend() != "tensorflow":
         return 1
@@ -301,7 +343,32 @@ def replicas_in_sync():
 
 
 class GradientSynchronization:
-    """Handle returned by `synchronize_gradients`: `remove()` stops the synchronization."""
+    """Handle returned by `synchronize_gradients`: `remove()` stops the synchronization.
+
+    Also a context manager that calls `remove()` on exit.
+
+    Args:
+        handles: the `torch` hook handles `synchronize_gradients` registered (one per
+            trainable variable).
+
+    Example:
+
+    ```python
+    import os
+
+    import torch.distributed as dist
+
+    # One process here; `torchrun` starts one per device, each with its rank and world size.
+    dist.init_process_group("gloo", init_method=f"file://{os.path.abspath('rendezvous')}",
+                            rank=0, world_size=1)
+    model = keras.Sequential([keras.Input((8,)), keras_matta.MatDense(4)])
+    model.compile("sgd", "mse")
+    sync = keras_matta.distribution.synchronize_gradients(model)   # a GradientSynchronization
+    model.fit(np.random.rand(16, 8), np.random.rand(16, 4), verbose=0)   # averaged gradients
+    sync.remove()                                  # from here on, each process trains alone
+    dist.destroy_process_group()
+    ```
+    """
 
     def __init__(self, handles):
         self._handles = list(handles)
@@ -359,12 +426,26 @@ def synchronize_gradients(model, process_group=None, source_rank=0):
     Example:
 
     ```python
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
-    mat_ta = keras_matta.MatTA(ta, [0.25, 0.5], seed=0)
-    mat_ta.compile(keras_matta.optimizers.Shampoo(1e-3), loss)
+    import os
+
+    import torch.distributed as dist
+
+    # One process here; `torchrun` starts one per device, each with its rank and world size
+    # (then `dist.init_process_group("gloo")` reads them from the environment).
+    dist.init_process_group("gloo", init_method=f"file://{os.path.abspath('rendezvous')}",
+                            rank=0, world_size=1)
+    rank, world_size, global_batch = dist.get_rank(), dist.get_world_size(), 16
+    x, y = np.random.rand(64, 8).astype("float32"), np.random.randint(0, 3, size=(64,))
+    ta = keras.Sequential([keras.Input((8,)), keras_matta.MatDense(32, activation="relu"),
+                           keras_matta.MatDense(3, nested=False)])
+    mat_ta = keras_matta.MatTA(ta, [0.25, 0.5], seed=0)   # the same seed on every rank
+    mat_ta.compile(keras_matta.optimizers.Shampoo(1e-3),
+                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     mat_ta(x[:1])                                              # build the variables first
     with keras_matta.distribution.synchronize_gradients(mat_ta):
-        mat_ta.fit(x[rank::world_size], y[rank::world_size], batch_size=global_batch // world_size)
+        mat_ta.fit(x[rank::world_size], y[rank::world_size],
+                   batch_size=global_batch // world_size, epochs=1, verbose=0)
+    dist.destroy_process_group()
     ```
 
     Reference:

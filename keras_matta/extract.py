@@ -19,6 +19,14 @@ def extract(model, widths, name=None):
     parameter count `keras_matta.cost(model, widths)["params"]` and loads from a `.keras` file
     in a process that never imports keras_matta.
 
+    For a `MatDense` with kernel `W` `(d_in, units)` and bias `b`, run at `k` units on an input
+    of `m` features (the previous layer's width):
+
+        extract(MatDense)  =  Dense(k)  with  kernel = W[:m, :k],  bias = b[:k]
+
+    and likewise for the FFN and head slices of the other Mat layers, so the stock model
+    computes exactly what `model` computes at `widths`.
+
     Args:
         model: a Sequential or Functional model built from Mat layers, or a `keras_matta.MatTA`
             (its TA is extracted).
@@ -33,9 +41,21 @@ def extract(model, widths, name=None):
     Example:
 
     ```python
-    student = keras_matta.extract(ta_model, 0.25)
+    ta = keras.Sequential([keras.Input((16,)), keras_matta.MatDense(64, activation="relu"),
+                           keras_matta.MatDense(10, nested=False)])
+    student = keras_matta.extract(ta, 0.25)   # Dense(16, relu) -> Dense(10), sliced weights
     student.save("student.keras")   # loads with plain keras.saving.load_model
+    x = np.random.rand(4, 16).astype("float32")
+    with keras_matta.WidthScope(ta, 0.25):
+        expected = ta(x)
+    np.testing.assert_allclose(ops.convert_to_numpy(student(x)), ops.convert_to_numpy(expected),
+                               rtol=1e-5, atol=1e-6)
     ```
+
+    Reference:
+        Devvrit et al., "MatFormer: Nested Transformer for Elastic Inference", 2023 (extracting
+        submodels and Mix'n'Match); Verma et al., "Matryoshka Model Learning for Improved
+        Elastic Student Models", KDD 2025 (arXiv 2505.23337).
     """
     model = graph_lib.unwrap(model)
     if hasattr(model, "extract_stock"):  # keras_matta.hub models: back to the keras-hub class

@@ -77,6 +77,18 @@ def kl_distillation(teacher, student, temperature=1.0, from_logits=True, teacher
 
     Returns:
         The divergence per position, shape `teacher.shape[:-1]`.
+
+    Example:
+
+    ```python
+    teacher = np.array([[2.0, 0.0, -2.0], [0.0, 0.0, 0.0]], "float32")   # (positions, classes)
+    student = np.array([[1.0, 0.0, -1.0], [0.0, 0.0, 0.0]], "float32")
+    kd = keras_matta.losses.kl_distillation(teacher, student, temperature=2.0)
+    ops.convert_to_numpy(kd)   # [0.2411, 0.]: one value per position, 0 where they agree
+    ```
+
+    Reference:
+        Hinton, Vinyals, Dean, "Distilling the Knowledge in a Neural Network", 2015.
     """
     temperature = _check_temperature(temperature)
     teacher_from_logits = from_logits if teacher_from_logits is None else teacher_from_logits
@@ -96,10 +108,24 @@ def bernoulli_kl_distillation(
     The KL of every sigmoid output unit, averaged over the last axis (as
     `keras.losses.binary_crossentropy` averages), for binary and multi-label outputs.
 
-    Args: as `kl_distillation`.
+    Args:
+        teacher: teacher logits (or probabilities), shape `(..., units)`.
+        student: student logits (or probabilities), the same shape.
+        temperature: `tau > 0`; softens both distributions.
+        from_logits: whether `student` holds logits (else probabilities).
+        teacher_from_logits: whether `teacher` holds logits; defaults to `from_logits`.
 
     Returns:
         The divergence per position, shape `teacher.shape[:-1]`.
+
+    Example:
+
+    ```python
+    teacher = np.array([[3.0, -1.0], [0.0, 0.0]], "float32")   # (positions, labels): logits
+    student = np.array([[1.0, -1.0], [0.0, 0.0]], "float32")
+    kd = keras_matta.losses.bernoulli_kl_distillation(teacher, student)
+    ops.convert_to_numpy(kd)   # [0.0849, 0.]: the mean over the 2 labels of each position
+    ```
     """
     temperature = _check_temperature(temperature)
     teacher_from_logits = from_logits if teacher_from_logits is None else teacher_from_logits
@@ -118,6 +144,22 @@ def mse_distillation(teacher, student):
     """`mean((teacher - student)^2)` over the last axis: "distillation" for regression outputs.
 
     There is no temperature: a regression output is not a distribution.
+
+    Args:
+        teacher: teacher predictions, shape `(..., outputs)`.
+        student: student predictions, the same shape.
+
+    Returns:
+        The mean squared difference per position, shape `teacher.shape[:-1]`.
+
+    Example:
+
+    ```python
+    teacher = np.array([[1.0, 2.0], [0.5, 0.5]], "float32")
+    student = np.array([[1.0, 0.0], [0.5, 0.5]], "float32")
+    mse = keras_matta.losses.mse_distillation(teacher, student)
+    ops.convert_to_numpy(mse)   # [2., 0.]: (0 + 2^2) / 2 for the first row
+    ```
     """
     _check_same_shape(teacher, student)
     teacher, student = _as_float(teacher), _as_float(student)
@@ -167,8 +209,12 @@ class KLDistillation(_Distillation):
     Example:
 
     ```python
+    teacher_logits = np.random.randn(2, 5, 10).astype("float32")   # (batch, time, classes)
+    student_logits = np.random.randn(2, 5, 10).astype("float32")
+    padding_mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], "float32")
     kd = keras_matta.losses.KLDistillation(temperature=2.0)
     loss = kd(teacher_logits, student_logits, sample_weight=padding_mask)
+    # a scalar: the padded positions contribute nothing
     ```
 
     Reference:
@@ -194,13 +240,23 @@ class BernoulliKLDistillation(_Distillation):
         KD_tau(t -> s) = tau^2 * mean_units KL( Bernoulli(sigmoid(t / tau))
                                               || Bernoulli(sigmoid(s / tau)) )
 
-    Args: as `KLDistillation`.
+    Args:
+        temperature: `tau > 0`. Defaults to 1.0.
+        from_logits: whether the student outputs are logits (else probabilities). Defaults to
+            `True`.
+        teacher_from_logits: whether the teacher outputs are logits; defaults to `from_logits`.
+        reduction, name, dtype: as for every `keras.losses.Loss`.
 
     Example:
 
     ```python
+    teacher_logits = np.array([[2.0], [-1.0], [0.5]], "float32")   # (batch, 1): binary
+    student_logits = np.array([[1.0], [-2.0], [0.5]], "float32")
     kd = keras_matta.losses.BernoulliKLDistillation()
-    loss = kd(teacher_logits, student_logits)   # both (batch, 1)
+    loss = kd(teacher_logits, student_logits)   # a scalar, the mean over the batch
+    teacher_probabilities = 1 / (1 + np.exp(-teacher_logits))    # a teacher's sigmoid outputs
+    same = keras_matta.losses.BernoulliKLDistillation(teacher_from_logits=False)(
+        teacher_probabilities, student_logits)                    # equals `loss`
     ```
 
     Reference:
@@ -228,8 +284,10 @@ class MSEDistillation(keras.losses.Loss):
     Example:
 
     ```python
+    teacher_predictions = np.array([[1.0, 2.0], [0.5, 0.5]], "float32")   # (batch, outputs)
+    student_predictions = np.array([[1.0, 0.0], [0.5, 0.5]], "float32")
     kd = keras_matta.losses.MSEDistillation()
-    loss = kd(teacher_predictions, student_predictions)
+    loss = kd(teacher_predictions, student_predictions)   # (2.0 + 0.0) / 2 = 1.0
     ```
 
     Reference:
@@ -281,6 +339,16 @@ def distillation_for(task_loss, distillation="auto"):
         `(name, from_logits)`: a key of `DISTILLATIONS` and whether the model's outputs are
         logits, read from the task loss's `from_logits` (`True` when it has none: a regression
         loss or a custom loss).
+
+    Example:
+
+    ```python
+    task_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    assert keras_matta.losses.distillation_for(task_loss) == ("kl", True)
+    assert keras_matta.losses.distillation_for(keras.losses.BinaryCrossentropy()) == (
+        "bernoulli_kl", False)                                 # sigmoid probabilities
+    assert keras_matta.losses.distillation_for(keras.losses.MeanSquaredError()) == ("mse", True)
+    ```
     """
     kind = _FUNCTIONS.get(getattr(task_loss, "fn", None))
     from_logits = bool(task_loss.get_config().get("from_logits", kind in (None, "mse")))
@@ -300,7 +368,29 @@ def distillation_for(task_loss, distillation="auto"):
 
 
 def make_distillation(kind, temperature, from_logits, teacher_from_logits, name):
-    """An instance of the distillation loss `kind` (a key of `DISTILLATIONS`)."""
+    """An instance of the distillation loss `kind` (a key of `DISTILLATIONS`).
+
+    Args:
+        kind: `"kl"`, `"bernoulli_kl"` or `"mse"`, e.g. the name `distillation_for` returns.
+        temperature: `tau > 0` of the KL losses (unused by `"mse"`).
+        from_logits: whether the student outputs are logits (unused by `"mse"`).
+        teacher_from_logits: whether the teacher outputs are logits; `None`: `from_logits`
+            (unused by `"mse"`).
+        name: the loss' name.
+
+    Returns:
+        A `KLDistillation`, `BernoulliKLDistillation` or `MSEDistillation`.
+
+    Example:
+
+    ```python
+    task_loss = keras.losses.BinaryCrossentropy(from_logits=True)
+    kind, from_logits = keras_matta.losses.distillation_for(task_loss)   # "bernoulli_kl", True
+    kd = keras_matta.losses.make_distillation(kind, temperature=2.0, from_logits=from_logits,
+                                              teacher_from_logits=None, name="kd")
+    assert isinstance(kd, keras_matta.losses.BernoulliKLDistillation)
+    ```
+    """
     if kind == "mse":
         return MSEDistillation(name=name)
     return DISTILLATIONS[kind](temperature=temperature, from_logits=from_logits,

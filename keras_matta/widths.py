@@ -125,6 +125,19 @@ def resolve_widths(model, widths):
     Raises:
         ValueError: `model` has no Mat layer, a layer name is unknown or a width is out of range.
         TypeError: the spec is of the wrong type.
+
+    Example:
+
+    ```python
+    model = keras.Sequential([keras.Input((16,)),
+                              keras_matta.MatDense(64, activation="relu", name="hidden"),
+                              keras_matta.MatDense(10, nested=False, name="logits")])
+    resolved = keras_matta.resolve_widths(model, 0.25)
+    {layer.name: width for layer, width in resolved.items()}
+    # {"hidden": {"units": 16}, "logits": {}}: a `nested=False` head has no nested dimension
+    resolved = keras_matta.resolve_widths(model, {"hidden": 48})   # Mix'n'Match, by name
+    assert resolved[model.get_layer("hidden")] == {"units": 48}
+    ```
     """
     layers = mat_layers(model)
     if not layers:
@@ -163,7 +176,28 @@ def is_full_width(resolved):
 
 
 def width_label(spec):
-    """A short, readable name for a width spec, used in metric and model names."""
+    """A short, readable name for a width spec, used in metric and model names.
+
+    MatTA logs a Student as `student_<label>_...` (e.g. `student_0.25_accuracy`), and
+    `keras_matta.extract` names the model it returns `<model>_<label>`, non-word characters
+    replaced by `_` (`ta_0_25`).
+
+    Args:
+        spec: a width spec: a float, an int, a `{layer_name: spec}` dict or `None`.
+
+    Returns:
+        A string: the fraction or int as written, `"full"` for `None`, `"mix(...)"` for a dict.
+
+    Example:
+
+    ```python
+    assert keras_matta.width_label(0.25) == "0.25"
+    assert keras_matta.width_label(512) == "512"
+    assert keras_matta.width_label(None) == "full"
+    spec = {"block_0": 0.5, "block_1": {"intermediate_dim": 512, "num_heads": 4}}
+    assert keras_matta.width_label(spec) == "mix(block_0=0.5,block_1=512x4)"
+    ```
+    """
     if spec is None:
         return "full"
     if _is_fraction(spec):
@@ -193,10 +227,13 @@ class WidthScope:
     Example:
 
     ```python
-    model = keras.Sequential([keras.Input((16,)), MatDense(64, activation="relu"),
-                              MatDense(10, nested=False)])
+    model = keras.Sequential([keras.Input((16,)), keras_matta.MatDense(64, activation="relu"),
+                              keras_matta.MatDense(10, nested=False)])
+    x = np.random.rand(4, 16).astype("float32")
     with keras_matta.WidthScope(model, 0.25):
-        small_logits = model(x)   # the hidden layer runs at 16 units
+        small_logits = model(x)                       # the hidden layer runs at 16 units
+        small_predictions = model.predict(x, verbose=0)   # predict/evaluate/fit too
+    full_logits = model(x)                            # the full width again after the block
     ```
     """
 

@@ -63,7 +63,10 @@ def save_atomically(model, filepath, weights_only=None):
     Example:
 
     ```python
-    keras_matta.callbacks.save_atomically(mat_ta, "run/last.weights.h5")
+    model = keras.Sequential([keras.Input((8,)), keras_matta.MatDense(16)])
+    keras_matta.callbacks.save_atomically(model, "run/last.weights.h5")   # save_weights
+    keras_matta.callbacks.save_atomically(model, "run/model.keras")       # save
+    model.load_weights("run/last.weights.h5")
     ```
     """
     filepath = os.fspath(filepath)
@@ -111,9 +114,14 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
     Example:
 
     ```python
+    x, y = np.random.rand(32, 8).astype("float32"), np.random.randint(0, 3, size=(32,))
+    ta = keras.Sequential([keras.Input((8,)), keras_matta.MatDense(32, activation="relu"),
+                           keras_matta.MatDense(3, nested=False)])
+    mat_ta = keras_matta.MatTA(ta, student_widths=[0.5])
+    mat_ta.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     checkpoint = keras_matta.callbacks.AtomicModelCheckpoint("run/matta.keras")
-    mat_ta.fit(x, y, epochs=10, callbacks=[checkpoint])
-    resumed = keras.saving.load_model("run/matta.keras")   # TA, teacher, Shampoo state
+    mat_ta.fit(x, y, epochs=1, verbose=0, callbacks=[checkpoint])
+    resumed = keras.saving.load_model("run/matta.keras")   # TA, teacher, optimizer state
     ```
 
     Reference:

@@ -62,8 +62,14 @@ class BackupAndRestore(keras.callbacks.Callback):
     Example:
 
     ```python
-    backup = keras_matta.callbacks.BackupAndRestore("run/backup", save_freq=100)
-    mat_ta.fit(x, y, epochs=10, shuffle=False, callbacks=[backup])
+    x, y = np.random.rand(32, 8).astype("float32"), np.random.randint(0, 3, size=(32,))
+    ta = keras.Sequential([keras.Input((8,)), keras_matta.MatDense(32, activation="relu"),
+                           keras_matta.MatDense(3, nested=False)])
+    mat_ta = keras_matta.MatTA(ta, student_widths=[0.5], seed=0)
+    mat_ta.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    mat_ta(x[:1])   # built before fit, so that a backup can be restored into it
+    backup = keras_matta.callbacks.BackupAndRestore("run/backup", save_freq=2)
+    mat_ta.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0, callbacks=[backup])
     # Killed at any point? Run the same script again: it continues from the last backup.
     ```
 

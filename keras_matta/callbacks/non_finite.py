@@ -46,10 +46,17 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     Example:
 
     ```python
+    x, y = np.random.rand(64, 8).astype("float32"), np.random.randint(0, 3, size=(64,))
+    x[40:48] = np.nan   # a corrupt batch: the 6th of 8
+    ta = keras.Sequential([keras.Input((8,)), keras_matta.MatDense(32, activation="tanh"),
+                           keras_matta.MatDense(3, nested=False)])
+    mat_ta = keras_matta.MatTA(ta, student_widths=[0.5])
+    mat_ta.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     guard = keras_matta.callbacks.StopOnNonFiniteLoss(checkpoint_path="run/good.weights.h5")
-    mat_ta.fit(x, y, epochs=10, callbacks=[guard])
-    if guard.step is not None:
-        print(guard.message)      # which term diverged at which step
+    mat_ta.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0, callbacks=[guard])
+    # prints "Non-finite loss at training step 6 (epoch 1, batch 6): 'ta_task_loss' is nan. ..."
+    assert (guard.step, guard.term) == (6, "ta_task_loss")
+    # mat_ta holds the state after step 5, the last good one (also in run/good.weights.h5).
     ```
 
     Reference:

@@ -39,8 +39,14 @@ def final_word_examples(text, context_length, min_word_length=3, max_examples=No
     Example:
 
     ```python
-    contexts, targets = final_word_examples(shakespeare.load_text("test"), 128)
+    text = "MACBETH:\\nSo foul and fair a day I have not seen.\\n"
+    contexts, targets = keras_matta.data.final_word_examples(text, context_length=20)
+    bytes(contexts[0].astype("uint8")), targets[0]   # (b"ir a day I have not ", b"seen")
+
+    text = keras_matta.data.shakespeare.load_text("test")   # Macbeth, The Tempest
+    contexts, targets = keras_matta.data.final_word_examples(text, 64)
     bytes(contexts[0].astype("uint8")) + targets[0]   # text up to the end of a line's word
+    # b"ch:\\nWhen shall we three meet again\\nIn thunder, lightning, or in rain"
     ```
     """
     if not isinstance(context_length, int) or context_length < 1:

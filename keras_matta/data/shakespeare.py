@@ -178,7 +178,12 @@ def byte_windows(data, sequence_length, stride=None, max_windows=None):
     Example:
 
     ```python
-    x, y = byte_windows(load_bytes("validation"), 128)
+    x, y = keras_matta.data.byte_windows(b"to be or not to be", sequence_length=4)
+    x.shape                                               # (4, 4)
+    bytes(x[0].astype("uint8")), bytes(y[0].astype("uint8"))   # (b"to b", b"o be")
+
+    task = keras_matta.data.load_task("shakespeare")
+    x, y = keras_matta.data.byte_windows(task.validation, 128, max_windows=256)
     bytes(x[0].astype("uint8")).decode()   # the first 128 bytes of the split
     ```
     """

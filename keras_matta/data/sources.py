@@ -41,7 +41,11 @@ def from_arrays(x, y, validation_fraction=0.1, test_fraction=0.1, seed=0, name="
     Example:
 
     ```python
+    x = np.random.rand(100, 8).astype("float32")
+    y = np.random.randint(0, 3, size=(100,))
     task = keras_matta.data.from_arrays(x, y)   # 80 / 10 / 10
+    assert task.sizes() == {"train": 80, "validation": 10, "test": 10}
+    task.num_classes                            # 3: the largest label + 1
     ```
     """
     x, y = _check_xy(x, y, "x", "y")
@@ -75,14 +79,26 @@ def from_arrays(x, y, validation_fraction=0.1, test_fraction=0.1, seed=0, name="
 def from_tf_dataset(dataset, max_examples=None, **kwargs):
     """A classification task from a `tf.data.Dataset` of `(x, y)` pairs, batched or not.
 
-    The dataset is read once into memory (at most `max_examples` examples); `**kwargs` go to
-    `from_arrays` (fractions, seed, name).
+    The dataset is read once into memory (at most `max_examples` examples).
+
+    Args:
+        dataset: a `tf.data.Dataset` yielding `(x, y)` pairs, one example or one batch each.
+        max_examples: read at most this many examples. Defaults to all of them.
+        **kwargs: passed to `from_arrays` (`validation_fraction`, `test_fraction`, `seed`,
+            `name`, ...).
+
+    Returns:
+        A `TaskData` of kind `"classification"`.
 
     Example:
 
     ```python
+    import tensorflow as tf
+
+    x = np.random.rand(100, 8).astype("float32")
+    y = np.random.randint(0, 3, size=(100,))
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
-    task = keras_matta.data.from_tf_dataset(ds)
+    task = keras_matta.data.from_tf_dataset(ds)   # read into memory, split 80 / 10 / 10
     ```
     """
     element = dataset.element_spec
@@ -120,10 +136,15 @@ def from_tfds(name, data_dir=None, max_examples=None, seed=0, **kwargs):
         max_examples: read at most this many examples of each split.
         seed, **kwargs: passed to `from_arrays`.
 
+    Returns:
+        A `TaskData` of kind `"classification"`, pixels of image datasets scaled to `[0, 1]`.
+
     Example:
 
     ```python
-    task = keras_matta.data.load_task("tfds:fashion_mnist")
+    task = keras_matta.data.from_tfds("fashion_mnist", max_examples=1000)
+    task = keras_matta.data.load_task("tfds:fashion_mnist")   # the same, by name (all of it)
+    x_train, y_train = task.train                              # float32 (n, 28, 28, 1) images
     ```
     """
     try:
@@ -154,9 +175,29 @@ def from_path(path, seed=0, **kwargs):
       embedded digits; no header);
     - `.txt`: UTF-8 text for a byte-level language model, cut 80/10/10 in order.
 
+    Args:
+        path: a `.npz`, `.csv`, `.csv.gz` or `.txt` file (a str or `os.PathLike`).
+        seed: fixes the permutation that carves out held-out classification splits.
+        **kwargs: passed to `from_arrays` for `.npz` and `.csv` files (`validation_fraction`,
+            `test_fraction`, ...).
+
+    Returns:
+        A `TaskData`: `"classification"` for `.npz` and `.csv`, `"language_model"` for `.txt`.
+
     Raises:
         FileNotFoundError: `path` does not exist.
         ValueError: the file is malformed (the message names the path).
+
+    Example:
+
+    ```python
+    np.savez("digits.npz", x=np.random.rand(50, 4), y=np.random.randint(0, 2, size=(50,)))
+    task = keras_matta.data.from_path("digits.npz")   # 40 / 5 / 5 examples
+    with open("sonnet.txt", "w", encoding="utf-8") as file:
+        file.write("Shall I compare thee to a summer's day?\\n" * 50)
+    text = keras_matta.data.from_path("sonnet.txt")   # 2,000 bytes cut 80 / 10 / 10
+    assert text.kind == "language_model" and len(text.train) == 1600
+    ```
     """
     path = pathlib.Path(os.fsdecode(path))
     if not path.is_file():

@@ -16,7 +16,7 @@ EMBEDDED = ("digits", "shakespeare")
 class TaskData:
     """The three splits of a task, as NumPy arrays held in memory.
 
-    Attributes:
+    Args:
         name: a short name (`"digits"`, `"shakespeare"`, a file name, ...).
         kind: `"classification"`: each split is `(x, y)` with `x` `float32` `(n, ...)` and `y`
             `int32` labels `(n,)`; or `"language_model"`: each split is a 1-D `uint8` array of
@@ -25,11 +25,21 @@ class TaskData:
         num_classes: the number of classes, or the vocabulary size (256 bytes).
         description: one line saying where the data came from (printed by the CLI).
 
+    Each argument is also an attribute of the same name.
+
     Example:
 
     ```python
     task = keras_matta.data.load_task("digits")
-    x_train, y_train = task.train
+    x_train, y_train = task.train   # float32 (4000, 784) pixels in [0, 1], int32 labels (4000,)
+    task.sizes()                    # {"train": 4000, "validation": 500, "test": 500}
+    task.input_shape                # (784,)
+
+    own = keras_matta.data.TaskData(
+        "xor", "classification", num_classes=2,
+        train=(np.array([[0, 0], [0, 1], [1, 0], [1, 1]], "float32"), np.array([0, 1, 1, 0])),
+        validation=(np.zeros((1, 2), "float32"), np.array([0])),
+        test=(np.ones((1, 2), "float32"), np.array([0])))
     ```
     """
 
@@ -101,9 +111,13 @@ def load_task(source, seed=0, **kwargs):
     Example:
 
     ```python
-    task = keras_matta.data.load_task("shakespeare")
-    task = keras_matta.data.load_task((x, y))            # your arrays
-    task = keras_matta.data.load_task("my_data.npz")
+    task = keras_matta.data.load_task("shakespeare")     # embedded, offline
+    task.kind, task.num_classes                          # ("language_model", 256)
+    x = np.random.rand(100, 4).astype("float32")
+    y = np.random.randint(0, 2, size=(100,))
+    task = keras_matta.data.load_task((x, y))            # your arrays: 80 / 10 / 10
+    np.savez("my_data.npz", x=x, y=y)
+    task = keras_matta.data.load_task("my_data.npz")     # the same, from a file
     ```
     """
     from keras_matta.data import sources

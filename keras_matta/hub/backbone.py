@@ -30,6 +30,29 @@ class MatBackbone(keras.Model):
     `student_num_heads`) and implement `_stock_config(width)`, `_embedding_links(stock)`,
     `_block_links(block, stock_block)` and `_stock_width_error(block, width)`.
 
+    Args:
+        *args, **kwargs: the Functional `keras.Model` arguments (inputs, outputs, name, ...)
+            a subclass builds.
+        source_class: the name of the keras-hub class the model extracts into, one of the
+            subclass' `source_classes`.
+        dtype: dtype policy of the model. Defaults to Keras' global policy.
+
+    Example:
+
+    ```python
+    import keras_hub
+
+    # Real use: a pretrained backbone, e.g. GPT2Backbone.from_preset("gpt2_base_en").
+    gpt2 = keras_hub.models.GPT2Backbone(vocabulary_size=50, num_layers=2, num_heads=2,
+                                         hidden_dim=16, intermediate_dim=32,
+                                         max_sequence_length=16)
+    ta = keras_matta.hub.from_keras_hub(gpt2, ta_intermediate_dim=64)
+    assert isinstance(ta, keras_matta.hub.MatBackbone)   # a MatGPT2Backbone
+    ta.source_widths()   # {"transformer_layer_0": {"intermediate_dim": 32}, ...}: gpt2's
+    spec = ta.width_spec(intermediate_dim=48)            # every block at 48 FFN units
+    student = ta.extract_stock(spec)                     # a GPT2Backbone, intermediate_dim=48
+    ```
+
     Reference:
         Verma et al., "Matryoshka Model Learning for Improved Elastic Student Models",
         KDD 2025 (arXiv 2505.23337).

@@ -48,10 +48,19 @@ def from_keras_hub(backbone, ta_intermediate_dim, ta_num_heads=None,
     Example:
 
     ```python
-    gpt2 = keras_hub.models.GPT2Backbone.from_preset("gpt2_medium_en")
-    ta = keras_matta.hub.from_keras_hub(gpt2, ta_intermediate_dim=8192)
+    import keras_hub
+
+    # Real use: gpt2 = keras_hub.models.GPT2Backbone.from_preset("gpt2_medium_en").
+    gpt2 = keras_hub.models.GPT2Backbone(vocabulary_size=50, num_layers=2, num_heads=2,
+                                         hidden_dim=16, intermediate_dim=32,
+                                         max_sequence_length=16)
+    ta = keras_matta.hub.from_keras_hub(gpt2, ta_intermediate_dim=64)   # FFNs: 32 -> 64
+    inputs = {"token_ids": np.random.randint(0, 50, size=(2, 8)),
+              "padding_mask": np.ones((2, 8), "int32")}
     with keras_matta.WidthScope(ta, gpt2.intermediate_dim):
         hidden = ta(inputs)                   # equals gpt2(inputs)
+    np.testing.assert_allclose(ops.convert_to_numpy(hidden),
+                               ops.convert_to_numpy(gpt2(inputs)), atol=1e-5)
     ```
     """
     backbone = getattr(backbone, "backbone", backbone)  # a CausalLM: its backbone
@@ -100,8 +109,18 @@ def extract_backbone(mat_model, widths=None, name=None):
     Example:
 
     ```python
-    student = keras_matta.hub.extract_backbone(ta, 1024)   # a GPT2Backbone, 1024 FFN units
-    causal_lm = keras_hub.models.GPT2CausalLM(backbone=student, preprocessor=preprocessor)
+    import keras_hub
+
+    # Real use: gpt2 = keras_hub.models.GPT2Backbone.from_preset("gpt2_medium_en").
+    gpt2 = keras_hub.models.GPT2Backbone(vocabulary_size=50, num_layers=2, num_heads=2,
+                                         hidden_dim=16, intermediate_dim=32,
+                                         max_sequence_length=16)
+    ta = keras_matta.hub.from_keras_hub(gpt2, ta_intermediate_dim=64)
+    # ... train it with keras_matta.MatTA (see keras_matta.hub.LogitsModel), then:
+    student = keras_matta.hub.extract_backbone(ta, 48)   # a GPT2Backbone, 48 FFN units
+    student.save_to_preset("student")   # loads with GPT2Backbone.from_preset("student")
+    # With preprocessor=GPT2CausalLMPreprocessor.from_preset(...) it generates text.
+    causal_lm = keras_hub.models.GPT2CausalLM(backbone=student, preprocessor=None)
     ```
     """
     from keras_matta.hub.backbone import MatBackbone

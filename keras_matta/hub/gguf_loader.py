@@ -41,8 +41,9 @@ class GGUFFile:
 
     ```python
     gguf_file = keras_matta.hub.GGUFFile("SmolLM2-135M-Instruct.Q4_1.gguf")
-    gguf_file.metadata["llama.block_count"]       # 30
-    gguf_file.tensor("blk.0.attn_q.weight").shape  # (576, 576): (out, in), llama.cpp's rows
+    gguf_file.metadata["llama.block_count"]         # 30
+    gguf_file.tensor_shape("token_embd.weight")     # (49152, 576), read without dequantizing
+    gguf_file.tensor("blk.0.attn_q.weight").shape   # (576, 576): (out, in), llama.cpp's rows
     ```
     """
 
@@ -113,8 +114,14 @@ def load_gguf_llama(path, num_layers=None, tie_word_embeddings=None, dtype=None)
     Example:
 
     ```python
-    backbone = keras_matta.hub.load_gguf_llama("SmolLM2-135M-Instruct.Q4_1.gguf")
-    tokenizer = keras_matta.hub.load_gguf_tokenizer("SmolLM2-135M-Instruct.Q4_1.gguf")
+    gguf_file = keras_matta.hub.GGUFFile("SmolLM2-135M-Instruct.Q4_1.gguf")   # read once
+    tokenizer = keras_matta.hub.load_gguf_tokenizer(gguf_file)
+    # The first 2 of the 30 blocks, quick to load; without `num_layers`, the whole model.
+    backbone = keras_matta.hub.load_gguf_llama(gguf_file, num_layers=2)   # a Llama3Backbone
+    token_ids = ops.convert_to_numpy(tokenizer("The capital of France is"))[None]
+    hidden = backbone({"token_ids": token_ids, "padding_mask": np.ones_like(token_ids)})
+    # (1, 5, 576). The whole model's next-token logits, `LogitsModel(backbone)` of these
+    # inputs, continue the prompt with " Paris".
     ```
     """
     import keras_hub
@@ -208,12 +215,27 @@ def _load_weights(backbone, gguf_file, config, tie_word_embeddings):
 def load_gguf_tokenizer(path):
     """The GGUF file's byte-level BPE tokenizer as a `keras_hub.tokenizers.BytePairTokenizer`.
 
-    Args:
-        path: a GGUF file or an open `GGUFFile`.
-
     Uses the vocabulary and merges stored in the metadata (`tokenizer.ggml.model == "gpt2"`);
     control tokens (`<|im_start|>`, ...) are kept whole. The pre-tokenizer is keras-hub's
     GPT-2 split, which matches SmolLM2's on ordinary English text.
+
+    Args:
+        path: a GGUF file or an open `GGUFFile`.
+
+    Returns:
+        A `keras_hub.tokenizers.BytePairTokenizer`.
+
+    Raises:
+        ValueError: the file's tokenizer is not byte-level BPE.
+
+    Example:
+
+    ```python
+    tokenizer = keras_matta.hub.load_gguf_tokenizer("SmolLM2-135M-Instruct.Q4_1.gguf")
+    token_ids = tokenizer("The capital of France is")   # [504, 3575, 282, 4649, 314]
+    tokenizer.detokenize(token_ids)                      # "The capital of France is"
+    tokenizer("<|im_start|>user")                        # [1, 4093]: a control token, whole
+    ```
     """
     import keras_hub
 

@@ -45,9 +45,17 @@ class MatGPT2Backbone(MatBackbone):
     Example:
 
     ```python
-    gpt2 = keras_hub.models.GPT2Backbone.from_preset("gpt2_medium_en")
-    ta = keras_matta.hub.from_keras_hub(gpt2, ta_intermediate_dim=8192)
-    student = keras_matta.hub.extract_backbone(ta, gpt2.intermediate_dim)  # a GPT2Backbone
+    # Usually grown around a pretrained GPT-2 (the Student):
+    #   gpt2 = keras_hub.models.GPT2Backbone.from_preset("gpt2_medium_en")
+    #   ta = keras_matta.hub.from_keras_hub(gpt2, ta_intermediate_dim=8192)
+    # Built directly, it starts from random weights:
+    ta = keras_matta.hub.MatGPT2Backbone(
+        vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=64,
+        student_intermediate_dim=32, max_sequence_length=16)
+    inputs = {"token_ids": np.random.randint(0, 50, size=(2, 8)),
+              "padding_mask": np.ones((2, 8), "int32")}
+    hidden = ta(inputs)                                  # (2, 8, 16), FFNs at 64 units
+    student = keras_matta.hub.extract_backbone(ta, 32)   # a keras_hub GPT2Backbone
     ```
 
     Reference:

@@ -38,9 +38,16 @@ class MatLlamaBackbone(MatBackbone):
     Example:
 
     ```python
-    smollm = keras_matta.hub.load_gguf_llama("SmolLM2-135M-Instruct.Q4_1.gguf")
-    ta = keras_matta.hub.from_keras_hub(smollm, ta_intermediate_dim=3072)
-    student = keras_matta.hub.extract_backbone(ta, 1536)   # a Llama3Backbone
+    import keras_hub
+
+    # Real use: a pretrained Llama, e.g. SmolLM2-135M (FFN width 1536) with
+    #   llama = keras_matta.hub.load_gguf_llama("SmolLM2-135M-Instruct.Q4_1.gguf")
+    #   ta = keras_matta.hub.from_keras_hub(llama, ta_intermediate_dim=3072)
+    llama = keras_hub.models.Llama3Backbone(vocabulary_size=50, num_layers=2,
+                                            num_query_heads=4, num_key_value_heads=2,
+                                            hidden_dim=16, intermediate_dim=32)
+    ta = keras_matta.hub.from_keras_hub(llama, ta_intermediate_dim=64)   # a MatLlamaBackbone
+    student = keras_matta.hub.extract_backbone(ta, 48)   # a Llama3Backbone, 48 FFN units
     ```
 
     Reference:

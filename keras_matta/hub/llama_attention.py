@@ -45,8 +45,13 @@ class MatLlamaAttention(MatLayer, keras.layers.Layer):
     Example:
 
     ```python
-    attention = MatLlamaAttention(num_query_heads=12, num_key_value_heads=4, head_dim=64)
-    y = attention(x, attention_mask=causal, width=6)   # 6 query heads, 2 key/value heads
+    from keras_matta.hub import MatLlamaAttention
+
+    attention = MatLlamaAttention(num_query_heads=6, num_key_value_heads=2, head_dim=8)
+    x = np.random.rand(2, 5, 48).astype("float32")             # (batch, time, 6 heads * 8)
+    causal = np.tril(np.ones((5, 5), bool))[None].repeat(2, axis=0)   # (batch, time, time)
+    y = attention(x, attention_mask=causal)              # (2, 5, 48): 6 query, 2 k/v heads
+    y_small = attention(x, attention_mask=causal, width=3)   # 3 query heads, 1 k/v head
     ```
 
     Reference:

@@ -46,8 +46,13 @@ class MatLlamaDecoder(MatLayer, keras.layers.Layer):
     Example:
 
     ```python
-    block = MatLlamaDecoder(intermediate_dim=3072, num_query_heads=9, num_key_value_heads=3)
-    y = block(x, padding_mask=mask, width=1536)   # the Student's FFN
+    from keras_matta.hub import MatLlamaDecoder
+
+    block = MatLlamaDecoder(intermediate_dim=128, num_query_heads=4, num_key_value_heads=2)
+    x = np.random.rand(2, 5, 32).astype("float32")    # (batch, time, d): heads of 32 / 4
+    mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])   # 1 for real tokens
+    y = block(x, padding_mask=mask)                   # (2, 5, 32), FFN at 128 units
+    y_student = block(x, padding_mask=mask, width=64)   # the Student's FFN: its first 64
     ```
 
     Reference:

@@ -27,9 +27,25 @@ class LogitsModel(keras.Model):
     Example:
 
     ```python
-    ta = keras_matta.hub.LogitsModel(keras_matta.hub.from_keras_hub(gpt2, 8192))
-    teacher = keras_matta.hub.LogitsModel(gpt2_large_backbone)
+    import keras_hub
+
+    # Real use: backbones of one vocabulary, e.g. from_preset("gpt2_base_en") as the Student
+    # and from_preset("gpt2_large_en") as the Teacher.
+    gpt2 = keras_hub.models.GPT2Backbone(vocabulary_size=50, num_layers=2, num_heads=2,
+                                         hidden_dim=16, intermediate_dim=32,
+                                         max_sequence_length=16)
+    gpt2_large = keras_hub.models.GPT2Backbone(vocabulary_size=50, num_layers=4, num_heads=2,
+                                               hidden_dim=16, intermediate_dim=64,
+                                               max_sequence_length=16)
+    ta = keras_matta.hub.LogitsModel(keras_matta.hub.from_keras_hub(gpt2, 64))
+    teacher = keras_matta.hub.LogitsModel(gpt2_large)
     mat_ta = keras_matta.MatTA(ta, student_widths=[gpt2.intermediate_dim], teacher=teacher)
+    mat_ta.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    inputs = {"token_ids": np.random.randint(0, 50, size=(2, 8)),
+              "padding_mask": np.ones((2, 8), "int32")}
+    logits = ta(inputs)   # (2, 8, 50): next-token logits
+    # mat_ta.fit(inputs, next_token_ids, sample_weight=inputs["padding_mask"]) trains the TA
+    # and its Student, each also distilled from the teacher
     ```
 
     Reference:

@@ -65,8 +65,9 @@ class MatMultiHeadAttention(MatLayer, keras.layers.Layer):
 
     ```python
     layer = keras_matta.layers.MatMultiHeadAttention(num_heads=8, key_dim=16)
-    y = layer(x, use_causal_mask=True)            # all 8 heads
-    y_small = layer(x, use_causal_mask=True, width=2)  # heads 0 and 1 only
+    x = np.random.rand(2, 10, 64).astype("float32")     # (batch, time, features)
+    y = layer(x, use_causal_mask=True)                  # (2, 10, 64): all 8 heads
+    y_small = layer(x, use_causal_mask=True, width=2)   # (2, 10, 64): heads 0 and 1 only
     ```
 
     Reference:

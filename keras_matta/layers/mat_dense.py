@@ -49,8 +49,12 @@ class MatDense(MatLayer, keras.layers.Dense):
 
     ```python
     layer = keras_matta.MatDense(64, activation="relu")
-    y_full = layer(x)             # (batch, 64)
-    y_small = layer(x, width=16)  # (batch, 16), uses W[:, :16] and b[:16]
+    x = np.random.rand(2, 32).astype("float32")
+    y_full = layer(x)             # (2, 64)
+    y_small = layer(x, width=16)  # (2, 16), uses W[:, :16] and b[:16]
+    # The narrow output is the prefix of the full one: the same kernel, sliced.
+    np.testing.assert_allclose(ops.convert_to_numpy(y_small),
+                               ops.convert_to_numpy(y_full)[:, :16], rtol=1e-6)
     ```
 
     Reference:

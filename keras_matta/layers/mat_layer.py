@@ -18,6 +18,19 @@ class MatLayer:
     - `param_count(width, input_dim)`: the parameter count of that stock equivalent;
     - `matmul_flops(width, input_shape)`: FLOPs (2 per multiply-add) of the matrix products
       for an input of `input_shape` (batch dimension included, FLOPs summed over it).
+
+    `keras_matta.WidthScope`, `keras_matta.MatTA`, `keras_matta.extract` and
+    `keras_matta.cost` find a model's Mat layers by this class.
+
+    Example:
+
+    ```python
+    layer = keras_matta.MatDense(64)
+    assert isinstance(layer, keras_matta.MatLayer)
+    layer.nested_dims()          # {"units": 64}: the dimensions a width takes a prefix of
+    layer.resolve_width(0.25)    # {"units": 16}: a width spec for this layer, validated
+    layer.selected_width         # None: full width, unless a WidthScope selects another
+    ```
     """
 
     # Transient call state, never serialized: set only by `WidthScope` or `_select_width`.

@@ -59,8 +59,10 @@ class MatTransformerBlock(MatLayer, keras.layers.Layer):
 
     ```python
     block = keras_matta.MatTransformerBlock(intermediate_dim=256, num_heads=4, causal=True)
-    y = block(x, padding_mask=mask)              # TA: 256 hidden units
-    y_student = block(x, padding_mask=mask, width=64)
+    x = np.random.rand(2, 10, 32).astype("float32")      # (batch, time, d_model)
+    mask = np.array([[1] * 10, [1] * 7 + [0] * 3])       # the second sequence is padded
+    y = block(x, padding_mask=mask)                      # (2, 10, 32), TA: 256 hidden units
+    y_student = block(x, padding_mask=mask, width=64)    # (2, 10, 32), FFN W_in[:, :64]
     ```
 
     Reference:

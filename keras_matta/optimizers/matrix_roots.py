@@ -85,10 +85,21 @@ def matrix_inverse_root(
     Example:
 
     ```python
+    from keras_matta.optimizers import matrix_inverse_root
+
     g = np.random.randn(8, 3).astype("float32")
     a = g @ g.T  # rank 3, so it needs the damping
-    x = matrix_inverse_root(a, 4)  # (a + 1e-6 * lambda_max * I) ** (-1/4)
+    x = matrix_inverse_root(a, 4)  # (a + 1e-6 * lambda_max * I) ** (-1/4), shape (8, 8)
+
+    b = np.cov(np.random.randn(4, 100)).astype("float32")   # full rank, well conditioned
+    y = ops.convert_to_numpy(matrix_inverse_root(b, 2, epsilon=0.0))   # or method="newton"
+    np.testing.assert_allclose(y @ b @ y, np.eye(4), atol=1e-3)   # y = b^(-1/2)
     ```
+
+    Reference:
+        Higham, "Functions of Matrices: Theory and Computation", SIAM 2008 (the coupled Newton
+        iteration, eq. 7.18); Anil et al., "Scalable Second Order Optimization for Deep
+        Learning", arXiv:2002.09018 (its use and damping in Shampoo).
     """
     _check_arguments(root, method, epsilon)
     matrix = ops.convert_to_tensor(matrix)

@@ -108,7 +108,9 @@ class Shampoo(keras.optimizers.Optimizer):
     model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32), keras.layers.Dense(1)])
     # An Adam learning rate works: Adam sets each block's step size, Shampoo its direction.
     model.compile(optimizer=Shampoo(learning_rate=1e-3), loss="mse")
-    model.fit(np.random.rand(256, 16), np.random.rand(256, 1), epochs=3)
+    model.fit(np.random.rand(256, 16), np.random.rand(256, 1), epochs=2, verbose=0)
+    # 16 steps: the grafted Adam step alone for steps 1-9, then from step 10
+    # (`start_preconditioning_step`) Shampoo's preconditioned direction at Adam's step size
     ```
 
     Reference:

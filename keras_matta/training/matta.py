@@ -97,13 +97,18 @@ class MatTA(keras.Model):
     Example:
 
     ```python
+    x = np.random.rand(64, 32).astype("float32")
+    y = np.random.randint(0, 10, size=(64,))
     ta = keras.Sequential([keras.Input((32,)), keras_matta.MatDense(256, activation="relu"),
                            keras_matta.MatDense(10, nested=False)])
     mat_ta = keras_matta.MatTA(ta, student_widths=[0.25, 0.5], kd_warmup_steps=100)
     mat_ta.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                    metrics=["accuracy"])
-    mat_ta.fit(x, y, epochs=3)          # logs ta_accuracy, student_0.25_accuracy, ...
-    mat_ta.model.save("ta.keras")       # the TA; every Student is a width of it
+    history = mat_ta.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    # history.history: loss, ta_accuracy, student_0.25_accuracy, student_0.5_accuracy,
+    # ta_task_loss, student_0.25_task_loss, student_0.25_kd_ta_loss, ...
+    mat_ta.model.save("ta.keras")                 # the TA; every Student is a width of it
+    student = keras_matta.extract(mat_ta, 0.25)   # a stock model with 64 hidden units
     ```
 
     Reference:

@@ -29,6 +29,16 @@ class WidthSampler:
             besides the largest and the smallest (default: 1, or 0 with only two Students), for
             `"random"` the number drawn (default 1). Unused by `"all"`.
         seed: an int.
+
+    Example:
+
+    ```python
+    sampler = keras_matta.training.WidthSampler("sandwich", sizes=[0.25, 0.5, 0.75, 0.9],
+                                                seed=0)
+    sampler.configurations()   # [(0, 1, 3), (0, 2, 3)]: smallest, largest and one other
+    step_7 = sampler.sample(7)  # one of them, the same for step 7 on every run
+    assert step_7 in sampler.configurations() and sampler.sample(7) == step_7
+    ```
     """
 
     def __init__(self, strategy, sizes, num_random_widths=None, seed=0):
