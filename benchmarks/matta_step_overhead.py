@@ -151,7 +151,8 @@ def main():
         rows.append(measure("MLP", make_ta, teacher, x, y, args.batch, args))
     if "lm" in args.models:
         make_ta, teacher, x, y = lm_task(args)
-        rows.append(measure("transformer LM", make_ta, teacher, x, y, max(args.batch // 8, 1), args))
+        lm_batch = max(args.batch // 8, 1)
+        rows.append(measure("transformer LM", make_ta, teacher, x, y, lm_batch, args))
     columns = ["model", "width", "batch", "matta_ms", "ta_ms", "student_ms", "teacher_ms",
                "separate_ms", "overhead"]
     report("matta_step_overhead", rows, columns)
