@@ -1,9 +1,18 @@
 """Training-step time of Shampoo relative to Adam, on the current backend.
 
-For an MLP and a small transformer (embedding, two blocks of keras.layers.MultiHeadAttention
-and a feed-forward Dense pair, a classifier head), each optimizer trains the same model with
-the backend's default compiled train function; the report is the mean step time and its ratio
-to Adam's, measured in the same run. Shampoo runs with `start_preconditioning_step=1`, so
+Two workloads, each optimizer training the same model with the backend's default compiled
+train function; the report is the mean step time and its ratio to Adam's, measured in the
+same run:
+
+- `mlp`: two hidden ReLU layers (width 256, 128 inputs, 10 classes), at each batch size of
+  `--mlp-batch-sizes`. Shampoo's per-step cost (two Gram products and two preconditioner
+  products per 128-block: 512 multiply-adds per parameter) does not depend on the batch,
+  the model's (3 per parameter and example) does, so the ratio falls as the batch grows:
+  at batch 32 it cannot come near 1.
+- `transformer_lm`: a small GPT-style byte-level LM (keras-hub `TokenAndPositionEmbedding`
+  and two `TransformerDecoder` blocks, width 128, 4 heads, next-token logits at every one
+  of 128 positions), batch 32.
+ Shampoo runs with `start_preconditioning_step=1`, so
 every timed step preconditions, and the timed window is a multiple of every
 `precondition_frequency`, so it holds its share of root refreshes (a median would hide them).
 
@@ -13,7 +22,8 @@ OPENBLAS_NUM_THREADS=1): under contention its spinning threads made a batched 12
 100x slower.
 
 Usage:
-    KERAS_BACKEND=jax python benchmarks/shampoo_step_time.py [--steps 100] [--frequencies 1 10 100]
+    KERAS_BACKEND=jax OMP_NUM_THREADS=1 python benchmarks/shampoo_step_time.py \\
+        [--steps 100] [--frequencies 1 10 100] [--mlp-batch-sizes 32 1024]
 
 Writes benchmarks/results/shampoo_step_time_<backend>.json and .png.
 """
@@ -43,40 +53,41 @@ def mlp(width):
     )
 
 
-def transformer(vocabulary, sequence, width, heads, blocks=2):
+def transformer_lm(vocabulary, sequence, width, heads, blocks=2):
+    """A GPT-style byte-level LM: next-token logits at every position."""
+    import keras_hub
+
     tokens = keras.Input((sequence,), dtype="int32")
-    x = keras.layers.Embedding(vocabulary, width)(tokens)
+    x = keras_hub.layers.TokenAndPositionEmbedding(vocabulary, sequence, width)(tokens)
     for _ in range(blocks):
-        attended = keras.layers.MultiHeadAttention(heads, width // heads)(x, x)
-        x = keras.layers.LayerNormalization()(x + attended)
-        hidden = keras.layers.Dense(4 * width, activation="gelu")(x)
-        x = keras.layers.LayerNormalization()(x + keras.layers.Dense(width)(hidden))
-    x = keras.layers.GlobalAveragePooling1D()(x)
+        x = keras_hub.layers.TransformerDecoder(4 * width, heads)(x)
     return keras.Model(tokens, keras.layers.Dense(vocabulary)(x))
 
 
 def workloads(args):
+    """`[(model name, batch size, build_model, (x, y))]` for the models of `--models`."""
     rng = np.random.default_rng(0)
-    batch = args.batch_size
-    mlp_data = (
-        rng.standard_normal((batch, args.width)).astype("float32"),
-        rng.integers(0, 10, batch),
-    )
-    tokens = rng.integers(0, args.vocabulary, (batch, args.sequence)).astype("int32")
-    transformer_data = (tokens, rng.integers(0, args.vocabulary, batch))
-    return {
-        "mlp": (lambda: mlp(args.width), mlp_data),
-        "transformer": (
-            lambda: transformer(args.vocabulary, args.sequence, args.width, args.heads),
-            transformer_data,
-        ),
-    }
+    found = []
+    if "mlp" in args.models:
+        for batch in args.mlp_batch_sizes:
+            data = (rng.standard_normal((batch, args.width)).astype("float32"),
+                    rng.integers(0, 10, batch))
+            found.append(("mlp", batch, lambda: mlp(args.width), data))
+    if "transformer_lm" in args.models:
+        tokens = rng.integers(0, args.vocabulary, (args.batch_size, args.sequence + 1))
+        data = (tokens[:, :-1].astype("int32"), tokens[:, 1:])
+        found.append(("transformer_lm", args.batch_size, lambda: transformer_lm(
+            args.vocabulary, args.sequence, args.width, args.heads), data))
+    return found
 
 
 def mean_step_seconds(build_model, optimizer, data, steps, warmup):
     keras.utils.set_random_seed(0)
     model = build_model()
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     x, y = data
     for _ in range(warmup):  # compilation and the first root refresh
         model.train_on_batch(x, y)
@@ -96,11 +107,13 @@ def main():
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--frequencies", type=int, nargs="+", default=[1, 10, 100])
-    parser.add_argument("--models", nargs="+", default=["mlp", "transformer"])
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--models", nargs="+", default=["mlp", "transformer_lm"],
+                        choices=["mlp", "transformer_lm"])
+    parser.add_argument("--mlp-batch-sizes", type=int, nargs="+", default=[32, 1024])
+    parser.add_argument("--batch-size", type=int, default=32, help="of the transformer LM")
     parser.add_argument("--width", type=int, default=128)
-    parser.add_argument("--vocabulary", type=int, default=1000)
-    parser.add_argument("--sequence", type=int, default=32)
+    parser.add_argument("--vocabulary", type=int, default=256)
+    parser.add_argument("--sequence", type=int, default=128)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--block-size", type=int, default=128)
     parser.add_argument("--root-method", default="eigh", choices=["eigh", "newton"])
@@ -111,8 +124,8 @@ def main():
         print(f"timing {steps} steps: a multiple of every precondition_frequency")
 
     rows = []
-    for model_name in args.models:
-        build_model, data = workloads(args)[model_name]
+    for model_name, batch_size, build_model, data in workloads(args):
+        print(f"{model_name}, batch {batch_size}:", flush=True)
         adam_wall, adam_cpu = mean_step_seconds(
             build_model, keras.optimizers.Adam(), data, steps, args.warmup
         )
@@ -127,25 +140,25 @@ def main():
                 )
                 wall, cpu = mean_step_seconds(build_model, optimizer, data, steps, args.warmup)
             rows.append(
-                {"model": model_name, "optimizer": "adam" if frequency is None else "shampoo",
+                {"model": model_name, "batch_size": batch_size,
+                 "optimizer": "adam" if frequency is None else "shampoo",
                  "frequency": frequency, "step_ms": 1e3 * wall, "cpu_ms": 1e3 * cpu,
-                 "ratio_vs_adam": wall / adam_wall, "cpu_ratio_vs_adam": cpu / adam_cpu}
+                 "ratio_vs_adam": wall / adam_wall, "cpu_ratio_vs_adam": cpu / adam_cpu,
+                 "steps": steps, "block_size": args.block_size,
+                 "root_method": args.root_method}
             )
-    for row in rows:
-        row.update(
-            steps=steps, batch_size=args.batch_size, block_size=args.block_size,
-            root_method=args.root_method,
-        )
 
     def plot(axes, rows):
         shampoo_rows = [r for r in rows if r["optimizer"] == "shampoo"]
-        labels = [f"{r['model']}\nf={r['frequency']}" for r in shampoo_rows]
+        labels = [f"{r['model']}\nbatch {r['batch_size']}\nf={r['frequency']}"
+                  for r in shampoo_rows]
         positions = np.arange(len(shampoo_rows))
         axes.bar(positions - 0.2, [r["ratio_vs_adam"] for r in shampoo_rows], 0.4,
                  label="wall time")
         axes.bar(positions + 0.2, [r["cpu_ratio_vs_adam"] for r in shampoo_rows], 0.4,
                  label="CPU time")
-        axes.set_xticks(positions, labels)
+        axes.set_xticks(positions, labels, fontsize=7)
+        axes.set_yscale("log")
         axes.axhline(1.0, color="black", linewidth=0.8, linestyle="--", label="Adam")
         axes.set_ylabel("step time / Adam step time")
         axes.set_title(f"Shampoo step time ({keras.backend.backend()}, block {args.block_size})")
@@ -154,7 +167,7 @@ def main():
     report(
         "shampoo_step_time",
         rows,
-        ["model", "optimizer", "frequency", "step_ms", "ratio_vs_adam", "cpu_ms",
+        ["model", "batch_size", "optimizer", "frequency", "step_ms", "ratio_vs_adam", "cpu_ms",
          "cpu_ratio_vs_adam"],
         plot=plot,
     )

@@ -88,8 +88,9 @@ class Shampoo(keras.optimizers.Optimizer):
         max_preconditioner_dim: a matrix with a side longer than this uses the grafted
             optimizer alone (vocabulary projections). Defaults to `4096` (Google's
             `skip_preconditioning_dim_size_gt`).
-        root_method: `"eigh"` (default, the most accurate in float32; Meta's method) or
-            `"newton"` (matmul-only coupled Newton iteration; Google's method).
+        root_method: `"eigh"` (default, the most accurate in float32; Meta's method; all
+            roots of a refresh in one batched call, smaller sides padded) or `"newton"`
+            (matmul-only coupled Newton iteration; Google's method; one call per side).
         exclude_embeddings: use the grafted optimizer alone for variables whose path contains
             "embedding". Defaults to `True`.
         exclude_layers: regular expressions; variables whose path matches one use the grafted
@@ -280,9 +281,9 @@ class Shampoo(keras.optimizers.Optimizer):
             finally:
                 self._preconditions_per_variable = False
             return
-        # Statistics and roots of all variables first, so that the roots are computed in one
-        # batched call per distinct block side instead of one per variable: compile time and
-        # the number of eigensolver launches stay flat as the model gets deeper.
+        # Statistics and roots of all variables first, so that the roots are computed in a few
+        # batched calls (`_root_batches`) instead of one per variable: compile time and the
+        # number of solver launches stay flat as the model gets deeper.
         self._update_preconditioners(grads, trainable_variables)
         super()._backend_update_step(grads, trainable_variables, learning_rate)
 
@@ -314,13 +315,19 @@ class Shampoo(keras.optimizers.Optimizer):
             t = ops.cast(step, "float32")
             correction = 1.0 - ops.power(self.beta2, t) if self.beta2 < 1.0 else 1.0
             roots = list(previous_roots)
-            for members in _group_by_side(refreshes):
-                statistics = ops.concatenate([refreshes[i][0] for i in members], axis=0)
-                previous = ops.concatenate([previous_roots[i] for i in members], axis=0)
+            for members in self._root_batches(refreshes):
+                side = max(refreshes[i][0].shape[-1] for i in members)
+                statistics = ops.concatenate(
+                    [_padded_statistics(refreshes[i][0], side) for i in members], axis=0
+                )
+                previous = ops.concatenate(
+                    [_padded(previous_roots[i], side) for i in members], axis=0
+                )
                 computed = self._root_or_previous(statistics / correction, previous)
                 offsets = np.cumsum([0] + [refreshes[i][0].shape[0] for i in members])
                 for i, begin, end in zip(members, offsets[:-1], offsets[1:]):
-                    roots[i] = computed[begin:end]
+                    size = refreshes[i][0].shape[-1]
+                    roots[i] = computed[begin:end, :size, :size]
             return tuple(roots)
 
         is_root_step = ops.logical_and(
@@ -334,6 +341,19 @@ class Shampoo(keras.optimizers.Optimizer):
         roots = _cond(is_root_step, recompute_roots, lambda: previous_roots)
         for (_, root_variable), root in zip(refreshes, roots):
             self.assign(root_variable, root)
+
+    def _root_batches(self, refreshes):
+        """Which statistics share one `matrix_inverse_root` call: indices into `refreshes`.
+
+        Newton: one call per distinct side (its cost is matmuls of that side). Eigh: a single
+        call, smaller sides padded to the largest: XLA's CPU runtime runs independent LAPACK
+        eigendecompositions concurrently and, on a 2-core machine, deadlocks within a few
+        steps when several are in flight with the matmuls around them (jaxlib 0.10; reproduced
+        in plain `jax.jit`). One call is one solver launch on every backend.
+        """
+        if self.root_method == "eigh":
+            return [list(range(len(refreshes)))]
+        return _group_by_side(refreshes)
 
     def _root_or_previous(self, statistics, previous_root):
         root = matrix_inverse_root(statistics, _ROOT, method=self.root_method, epsilon=self.epsilon)
@@ -466,6 +486,27 @@ def _group_by_side(refreshes):
     for i, (statistics, _) in enumerate(refreshes):
         groups.setdefault(statistics.shape[-1], []).append(i)
     return list(groups.values())
+
+
+def _padded(matrices, side):
+    """`(k, n, n)` -> `(k, side, side)`, zero-padded at the bottom and right."""
+    extra = side - matrices.shape[-1]
+    return matrices if extra == 0 else ops.pad(matrices, [(0, 0), (0, extra), (0, extra)])
+
+
+def _padded_statistics(statistics, side):
+    """`(k, n, n)` -> `(k, side, side)`: `S` in the top-left, `(trace(S) / n) I` below it.
+
+    The result is block-diagonal, so the top-left block of its inverse root is exactly the
+    inverse root of `S`. The padding's eigenvalue, the mean of `S`'s, is positive and at most
+    `lambda_max(S)`: the relative damping does not change and `epsilon=0` stays invertible.
+    """
+    size = statistics.shape[-1]
+    if size == side:
+        return statistics
+    mean_eigenvalue = ops.trace(statistics, axis1=-2, axis2=-1) / size
+    padding_diagonal = ops.convert_to_tensor(np.diag((np.arange(side) >= size).astype("float32")))
+    return _padded(statistics, side) + mean_eigenvalue[:, None, None] * padding_diagonal
 
 
 def _decayed_sum(statistics, gram, beta2):

@@ -56,8 +56,8 @@ def make_optimizer(name, config, steps):
     if name == "adam":
         return keras.optimizers.Adam(schedule)
     if name == "shampoo":
-        # Newton roots (matmuls only): on CPU, jaxlib's batched `eigh` blocks XLA's thread
-        # pool (17x slower steps on 2 cores, and we saw it deadlock), so the demo avoids it.
+        # Newton roots (matmuls only): the README's results were measured with them, when
+        # several concurrent `eigh` calls could deadlock XLA on CPU (Shampoo now makes one).
         return Shampoo(schedule, root_method="newton")
     raise ValueError(f"Unknown optimizer {name!r}; expected one of {OPTIMIZERS}.")
 

@@ -122,19 +122,21 @@ SHAPE, BLOCK_SIZE = (10, 7), 4
 VARIABLES = [("kernel", SHAPE), ("attention", (2, 3, 5)), ("bias", (7,)), ("embeddings", SHAPE)]
 
 
-def run_both(steps=7, learning_rate=0.01, **overrides):
+def run_both(steps=7, learning_rate=0.01, variables=VARIABLES, **overrides):
     hyper = dict(HYPER, **overrides)
+    named_shapes = variables
     rng = np.random.default_rng(0)
-    initial = [rng.standard_normal(shape) for _, shape in VARIABLES]
-    gradients = [[rng.standard_normal(shape) for _, shape in VARIABLES] for _ in range(steps)]
+    initial = [rng.standard_normal(shape) for _, shape in named_shapes]
+    gradients = [[rng.standard_normal(shape) for _, shape in named_shapes] for _ in range(steps)]
 
     variables = [
-        keras.Variable(w.astype("float32"), name=name) for (name, _), w in zip(VARIABLES, initial)
+        keras.Variable(w.astype("float32"), name=name)
+        for (name, _), w in zip(named_shapes, initial)
     ]
     optimizer = Shampoo(learning_rate=learning_rate, **hyper)
     references = [
         NumpyShampoo(shape, preconditioned=(name != "embeddings"), **hyper)
-        for name, shape in VARIABLES
+        for name, shape in named_shapes
     ]
     expected = list(initial)
     for t, step_gradients in enumerate(gradients, start=1):
@@ -169,6 +171,37 @@ def test_steps_match_numpy_reference(overrides):
         assert np.abs(to_numpy(variable) - start).max() > 1e-3
     layouts = [layout is not None for layout in optimizer._layouts]
     assert layouts == [True, True, False, False]
+
+
+@pytest.mark.parametrize("root_method", ["eigh", "newton"])
+@pytest.mark.parametrize("epsilon", [1e-4, 0.0])
+def test_blocks_of_different_sides_match_numpy_reference(root_method, epsilon):
+    """Sides 4, 3 and 2: eigh pads them into one call, Newton makes one call per side."""
+    shapes = [("kernel", (8, 4)), ("small", (3, 2)), ("bias", (7,))]
+    _, variables, initial = run_both(
+        variables=shapes, root_method=root_method, epsilon=epsilon, grafting="none"
+    )
+    for variable, start in zip(variables, initial):
+        assert np.abs(to_numpy(variable) - start).max() > 1e-3
+
+
+@pytest.mark.parametrize("root_method", ["eigh", "newton"])
+def test_roots_of_a_refresh_take_one_eigh_call(monkeypatch, root_method):
+    """Concurrent LAPACK eighs deadlock XLA on CPU: eigh pads every side into one call."""
+    sides = []
+
+    def recording_root(matrix, root, **kwargs):
+        sides.append(tuple(matrix.shape))
+        return shampoo_module_root(matrix, root, **kwargs)
+
+    shampoo_module_root = shampoo_module.matrix_inverse_root
+    monkeypatch.setattr(shampoo_module, "matrix_inverse_root", recording_root)
+    run_both(
+        steps=3, variables=[("kernel", (8, 4)), ("small", (3, 2))], root_method=root_method
+    )
+    # One refresh (step 3); the kernel has two 4x4 blocks, each with a left and a right root.
+    expected = [(6, 4, 4)] if root_method == "eigh" else [(4, 4, 4), (1, 3, 3), (1, 2, 2)]
+    assert sorted(sides) == sorted(expected)
 
 
 def test_shampoo_is_not_the_graft_and_the_start_step_matters():
