@@ -12,9 +12,10 @@ same run:
 - `transformer_lm`: a small GPT-style byte-level LM (keras-hub `TokenAndPositionEmbedding`
   and two `TransformerDecoder` blocks, width 128, 4 heads, next-token logits at every one
   of 128 positions), batch 32.
- Shampoo runs with `start_preconditioning_step=1`, so
-every timed step preconditions, and the timed window is a multiple of every
-`precondition_frequency`, so it holds its share of root refreshes (a median would hide them).
+
+Shampoo runs with `start_preconditioning_step=1`, so every timed step preconditions, and the
+timed window is a multiple of every `precondition_frequency`, so it holds its share of root
+refreshes (a median would hide them).
 
 Both wall time and process CPU time are reported: on a shared machine the CPU-time ratio is
 the steadier one. On a small CPU, pin BLAS to one thread (OMP_NUM_THREADS=1

@@ -122,9 +122,8 @@ SHAPE, BLOCK_SIZE = (10, 7), 4
 VARIABLES = [("kernel", SHAPE), ("attention", (2, 3, 5)), ("bias", (7,)), ("embeddings", SHAPE)]
 
 
-def run_both(steps=7, learning_rate=0.01, variables=VARIABLES, **overrides):
+def run_both(steps=7, learning_rate=0.01, named_shapes=VARIABLES, **overrides):
     hyper = dict(HYPER, **overrides)
-    named_shapes = variables
     rng = np.random.default_rng(0)
     initial = [rng.standard_normal(shape) for _, shape in named_shapes]
     gradients = [[rng.standard_normal(shape) for _, shape in named_shapes] for _ in range(steps)]
@@ -179,7 +178,7 @@ def test_blocks_of_different_sides_match_numpy_reference(root_method, epsilon):
     """Sides 4, 3 and 2: eigh pads them into one call, Newton makes one call per side."""
     shapes = [("kernel", (8, 4)), ("small", (3, 2)), ("bias", (7,))]
     _, variables, initial = run_both(
-        variables=shapes, root_method=root_method, epsilon=epsilon, grafting="none"
+        named_shapes=shapes, root_method=root_method, epsilon=epsilon, grafting="none"
     )
     for variable, start in zip(variables, initial):
         assert np.abs(to_numpy(variable) - start).max() > 1e-3
@@ -189,15 +188,15 @@ def test_blocks_of_different_sides_match_numpy_reference(root_method, epsilon):
 def test_roots_of_a_refresh_take_one_eigh_call(monkeypatch, root_method):
     """Concurrent LAPACK eighs deadlock XLA on CPU: eigh pads every side into one call."""
     sides = []
+    original_root = shampoo_module.matrix_inverse_root
 
     def recording_root(matrix, root, **kwargs):
         sides.append(tuple(matrix.shape))
-        return shampoo_module_root(matrix, root, **kwargs)
+        return original_root(matrix, root, **kwargs)
 
-    shampoo_module_root = shampoo_module.matrix_inverse_root
     monkeypatch.setattr(shampoo_module, "matrix_inverse_root", recording_root)
     run_both(
-        steps=3, variables=[("kernel", (8, 4)), ("small", (3, 2))], root_method=root_method
+        steps=3, named_shapes=[("kernel", (8, 4)), ("small", (3, 2))], root_method=root_method
     )
     # One refresh (step 3); the kernel has two 4x4 blocks, each with a left and a right root.
     expected = [(6, 4, 4)] if root_method == "eigh" else [(4, 4, 4), (1, 3, 3), (1, 2, 2)]
