@@ -13,9 +13,11 @@ same run:
   and two `TransformerDecoder` blocks, width 128, 4 heads, next-token logits at every one
   of 128 positions), batch 32.
 
-Shampoo runs with `start_preconditioning_step=1`, so every timed step preconditions, and the
-timed window is a multiple of every `precondition_frequency`, so it holds its share of root
-refreshes (a median would hide them).
+Adam and Shampoo at each frequency train their own copy of the model, timed in turns of
+`--round-steps` steps (machine drift spreads over all of them alike). Shampoo runs with
+`start_preconditioning_step=1`, so every timed step preconditions, and the timed window is a
+multiple of every `precondition_frequency`, so it holds its share of root refreshes (a median
+would hide them).
 
 Both wall time and process CPU time are reported: on a shared machine the CPU-time ratio is
 the steadier one. On a small CPU, pin BLAS to one thread (OMP_NUM_THREADS=1
@@ -82,31 +84,73 @@ def workloads(args):
     return found
 
 
-def mean_step_seconds(build_model, optimizer, data, steps, warmup):
+def warmed_up_model(build_model, optimizer, data, warmup):
+    """The workload's model, compiled with `optimizer`, after `warmup` steps (compilation and
+    the first root refresh)."""
     keras.utils.set_random_seed(0)
     model = build_model()
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    x, y = data
-    for _ in range(warmup):  # compilation and the first root refresh
-        model.train_on_batch(x, y)
-    start, start_cpu = time.perf_counter(), time.process_time()
-    for _ in range(steps):
-        loss = model.train_on_batch(x, y)  # returns a host value: the step has finished
-    wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
-    if not np.isfinite(loss):
-        raise RuntimeError(f"non-finite loss {loss} with {optimizer.name}")
-    print(f"  {optimizer.name}: {1e3 * wall / steps:.2f} ms/step wall, "
-          f"{1e3 * cpu / steps:.2f} ms/step CPU", flush=True)
-    return wall / steps, cpu / steps
+    for _ in range(warmup):
+        model.train_on_batch(*data)
+    return model
+
+
+def interleaved_step_seconds(models, data, steps, round_steps):
+    """Mean wall and CPU seconds per step of each model, timed in turns of `round_steps`.
+
+    Taking turns spreads the machine's slow drifts (other processes, clocks) over all models
+    alike, so the ratios hold even where the absolute times move by 20 % between runs.
+    """
+    wall, cpu = {name: 0.0 for name in models}, {name: 0.0 for name in models}
+    for _ in range(steps // round_steps):
+        for name, model in models.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            for _ in range(round_steps):
+                loss = model.train_on_batch(*data)  # a host value: the step has finished
+            wall[name] += time.perf_counter() - start
+            cpu[name] += time.process_time() - start_cpu
+            if not np.isfinite(loss):
+                raise RuntimeError(f"non-finite loss {loss} with {name}")
+    return {name: (wall[name] / steps, cpu[name] / steps) for name in models}
+
+
+def plot(axes, rows, frequencies, block_size):
+    """One cluster of bars per workload, one bar per frequency: wall-time ratios (the CPU-time
+    ratios are in the JSON and the table)."""
+    from matplotlib.ticker import NullFormatter
+
+    workloads = list(dict.fromkeys((r["model"], r["batch_size"]) for r in rows))
+    width = 0.8 / len(frequencies)
+    for i, frequency in enumerate(frequencies):
+        ratios = [
+            next(r["ratio_vs_adam"] for r in rows
+                 if (r["model"], r["batch_size"]) == workload and r["frequency"] == frequency)
+            for workload in workloads
+        ]
+        positions = np.arange(len(workloads)) + (i - (len(frequencies) - 1) / 2) * width
+        axes.bar(positions, ratios, width, label=f"precondition_frequency={frequency}")
+    axes.set_xticks(np.arange(len(workloads)),
+                    [f"{model}, batch {batch}" for model, batch in workloads])
+    axes.set_yscale("log")
+    ticks = [1, 1.25, 2, 4, 8, 16]
+    axes.set_yticks(ticks, [f"{tick:g}" for tick in ticks])
+    axes.yaxis.set_minor_formatter(NullFormatter())
+    axes.axhline(1.0, color="black", linewidth=0.8, label="Adam")
+    axes.axhline(1.25, color="gray", linewidth=0.8, linestyle="--", label="goal (1.25)")
+    axes.set_ylabel("step time / Adam step time (wall)")
+    axes.set_title(f"Shampoo step time ({keras.backend.backend()}, block {block_size})")
+    axes.legend(fontsize=8)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--round-steps", type=int, default=10,
+                        help="steps each optimizer runs in its turn (see interleaved_step_seconds)")
     parser.add_argument("--frequencies", type=int, nargs="+", default=[1, 10, 100])
     parser.add_argument("--models", nargs="+", default=["mlp", "transformer_lm"],
                         choices=["mlp", "transformer_lm"])
@@ -119,27 +163,31 @@ def main():
     parser.add_argument("--block-size", type=int, default=128)
     parser.add_argument("--root-method", default="eigh", choices=["eigh", "newton"])
     args = parser.parse_args()
-    window = math.lcm(*args.frequencies)
+    window = math.lcm(*args.frequencies, args.round_steps)
     steps = window * max(1, math.ceil(args.steps / window))
     if steps != args.steps:
-        print(f"timing {steps} steps: a multiple of every precondition_frequency")
+        print(f"timing {steps} steps: a multiple of --round-steps and every frequency")
 
     rows = []
     for model_name, batch_size, build_model, data in workloads(args):
         print(f"{model_name}, batch {batch_size}:", flush=True)
-        adam_wall, adam_cpu = mean_step_seconds(
-            build_model, keras.optimizers.Adam(), data, steps, args.warmup
-        )
-        for frequency in [None] + list(args.frequencies):  # None: Adam itself
-            wall, cpu = adam_wall, adam_cpu
-            if frequency is not None:
-                optimizer = Shampoo(
-                    precondition_frequency=frequency,
-                    start_preconditioning_step=1,
-                    block_size=args.block_size,
-                    root_method=args.root_method,
-                )
-                wall, cpu = mean_step_seconds(build_model, optimizer, data, steps, args.warmup)
+        optimizers = {None: keras.optimizers.Adam()}  # None: Adam itself
+        for frequency in args.frequencies:
+            optimizers[frequency] = Shampoo(
+                precondition_frequency=frequency,
+                start_preconditioning_step=1,
+                block_size=args.block_size,
+                root_method=args.root_method,
+            )
+        models = {
+            frequency: warmed_up_model(build_model, optimizer, data, args.warmup)
+            for frequency, optimizer in optimizers.items()
+        }
+        times = interleaved_step_seconds(models, data, steps, args.round_steps)
+        adam_wall, adam_cpu = times[None]
+        for frequency, (wall, cpu) in times.items():
+            print(f"  {'Adam' if frequency is None else f'Shampoo, frequency {frequency}'}: "
+                  f"{1e3 * wall:.2f} ms/step wall, {1e3 * cpu:.2f} ms/step CPU", flush=True)
             rows.append(
                 {"model": model_name, "batch_size": batch_size,
                  "optimizer": "adam" if frequency is None else "shampoo",
@@ -149,28 +197,12 @@ def main():
                  "root_method": args.root_method}
             )
 
-    def plot(axes, rows):
-        shampoo_rows = [r for r in rows if r["optimizer"] == "shampoo"]
-        labels = [f"{r['model']}\nbatch {r['batch_size']}\nf={r['frequency']}"
-                  for r in shampoo_rows]
-        positions = np.arange(len(shampoo_rows))
-        axes.bar(positions - 0.2, [r["ratio_vs_adam"] for r in shampoo_rows], 0.4,
-                 label="wall time")
-        axes.bar(positions + 0.2, [r["cpu_ratio_vs_adam"] for r in shampoo_rows], 0.4,
-                 label="CPU time")
-        axes.set_xticks(positions, labels, fontsize=7)
-        axes.set_yscale("log")
-        axes.axhline(1.0, color="black", linewidth=0.8, linestyle="--", label="Adam")
-        axes.set_ylabel("step time / Adam step time")
-        axes.set_title(f"Shampoo step time ({keras.backend.backend()}, block {args.block_size})")
-        axes.legend()
-
     report(
         "shampoo_step_time",
         rows,
         ["model", "batch_size", "optimizer", "frequency", "step_ms", "ratio_vs_adam", "cpu_ms",
          "cpu_ratio_vs_adam"],
-        plot=plot,
+        plot=lambda axes, rows: plot(axes, rows, args.frequencies, args.block_size),
     )
 
 

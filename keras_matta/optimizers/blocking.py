@@ -45,28 +45,37 @@ class BlockLayout:
         self._padding = tuple(
             g * b - side for g, b, side in zip(self.grid, self.block_shape, self.matrix_shape)
         )
+        self.is_padded = any(self._padding)
         # A NumPy constant: it is built outside any traced function and used inside many.
         padded = np.zeros([g * b for g, b in zip(self.grid, self.block_shape)], "float32")
         padded[: self.matrix_shape[0], : self.matrix_shape[1]] = 1.0
-        self.mask = self._blocks_from_padded(padded, np) if any(self._padding) else 1.0
+        self.mask = self._blocks_from_padded(padded, np) if self.is_padded else None
 
     def to_blocks(self, tensor):
         """`variable_shape` -> `(num_blocks, *block_shape)`, row-major over the grid."""
-        matrix = ops.reshape(tensor, self.matrix_shape)
-        if any(self._padding):
-            matrix = ops.pad(matrix, [(0, self._padding[0]), (0, self._padding[1])])
-        return self._blocks_from_padded(matrix)
+        if self.is_padded:
+            matrix = ops.reshape(tensor, self.matrix_shape)
+            tensor = ops.pad(matrix, [(0, self._padding[0]), (0, self._padding[1])])
+        return self._blocks_from_padded(tensor)
 
     def from_blocks(self, blocks):
         """Inverse of `to_blocks`: `(num_blocks, *block_shape)` -> `variable_shape`."""
         (grid_rows, grid_cols), (rows, cols) = self.grid, self.block_shape
-        matrix = ops.reshape(blocks, (grid_rows, grid_cols, rows, cols))
-        matrix = ops.reshape(ops.transpose(matrix, (0, 2, 1, 3)), (grid_rows * rows, -1))
+        if grid_cols > 1:
+            blocks = ops.reshape(blocks, (grid_rows, grid_cols, rows, cols))
+            blocks = ops.transpose(blocks, (0, 2, 1, 3))
+        if not self.is_padded:
+            return ops.reshape(blocks, self.variable_shape)
+        matrix = ops.reshape(blocks, (grid_rows * rows, grid_cols * cols))
         matrix = matrix[: self.matrix_shape[0], : self.matrix_shape[1]]
         return ops.reshape(matrix, self.variable_shape)
 
     def _blocks_from_padded(self, matrix, backend=ops):
+        # A grid of one column is one reshape away (each block's rows are consecutive): in
+        # eager execution every `keras.ops` call is a dispatch, dearer than small blocks' math.
         (grid_rows, grid_cols), (rows, cols) = self.grid, self.block_shape
+        if grid_cols == 1:
+            return backend.reshape(matrix, (grid_rows, rows, cols))
         blocks = backend.reshape(matrix, (grid_rows, rows, grid_cols, cols))
         blocks = backend.transpose(blocks, (0, 2, 1, 3))
         return backend.reshape(blocks, (self.num_blocks, rows, cols))

@@ -46,19 +46,26 @@ def update_second_moment(grafting, second_moment, gradient, beta2):
     return second_moment + (1.0 - beta2) * (squared - second_moment)
 
 
-def grafted_direction(grafting, filtered_gradient, second_moment, step, beta2, epsilon):
+def second_moment_scale(grafting, step, beta2):
+    """What the second moment is multiplied by before its root: Adam's `1 / c_t`, else 1.
+
+    Computed once per step, not once per variable: a scalar shared by every variable.
+    """
+    return 1.0 / (1.0 - ops.power(beta2, step)) if grafting == "adam" else 1.0
+
+
+def grafted_direction(grafting, filtered_gradient, second_moment, scale, epsilon):
     """The grafted optimizer's step (before the learning rate) for a filtered gradient.
 
     Args:
         grafting: one of `GRAFTING_TYPES`.
         filtered_gradient: the bias-corrected momentum `m_hat`, float32.
         second_moment: the updated second moment (`None` for `"sgd"` and `"none"`).
-        step: the 1-based step number `t`, a float32 scalar.
-        beta2: the grafted optimizer's decay rate.
+        scale: `second_moment_scale(grafting, step, beta2)`.
         epsilon: added to the denominator.
     """
     if not has_second_moment(grafting):
         return filtered_gradient
     if grafting == "adam":
-        second_moment = second_moment / (1.0 - ops.power(beta2, step))
+        second_moment = second_moment * scale
     return filtered_gradient / (ops.sqrt(second_moment) + epsilon)

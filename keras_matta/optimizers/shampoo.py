@@ -1,6 +1,7 @@
 """Shampoo: a block-diagonal Kronecker-factored preconditioner, grafted onto a simple optimizer."""
 
 import re
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
@@ -52,7 +53,8 @@ class Shampoo(keras.optimizers.Optimizer):
     Statistics, roots, momentum and grafting state are float32 whatever the variable dtype.
     A root that fails (non-finite statistics or result, or a Newton iteration that does not
     converge) is not used: the block keeps its previous preconditioner (identity at first),
-    and statistics that became non-finite restart from the current gradient.
+    and statistics that became non-finite restart from the gradient of the next refresh step
+    (between refreshes nothing reads them).
 
     Defaults follow Google's scalable_shampoo (`distributed_shampoo`, Anil et al.) and Meta's
     `DistributedShampoo` (Shi et al.), and say which where they differ.
@@ -272,78 +274,128 @@ class Shampoo(keras.optimizers.Optimizer):
     # === Update ===
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        if _replicas_in_sync() > 1:
-            # tf.distribute: the base class all-reduces the gradients and then calls
-            # `update_step` per variable; statistics must see the reduced gradients.
-            self._preconditions_per_variable = True
-            try:
-                super()._backend_update_step(grads, trainable_variables, learning_rate)
-            finally:
-                self._preconditions_per_variable = False
+        if _in_tf_distribute():
+            # The base class all-reduces the gradients and then calls `update_step` per
+            # variable, in cross-replica context: statistics must see the reduced gradients.
+            super()._backend_update_step(grads, trainable_variables, learning_rate)
             return
-        # Statistics and roots of all variables first, so that the roots are computed in a few
+        # Every variable's statistics first, so that a refresh computes all roots in a few
         # batched calls (`_root_batches`) instead of one per variable: compile time and the
         # number of solver launches stay flat as the model gets deeper.
-        self._update_preconditioners(grads, trainable_variables)
-        super()._backend_update_step(grads, trainable_variables, learning_rate)
+        step_scalars = self._step_scalars(learning_rate)
+        gradients = [_dense_float32(gradient) for gradient in grads]
+        self._update_preconditioners(gradients, trainable_variables, step_scalars)
+        for gradient, variable in zip(gradients, trainable_variables):
+            self._update_variable(gradient, variable, step_scalars)
 
-    def _update_preconditioners(self, grads, trainable_variables):
+    def update_step(self, gradient, variable, learning_rate):
+        """The whole step of one variable, its roots included (`apply` batches the roots)."""
+        step_scalars = self._step_scalars(learning_rate)
+        gradient = _dense_float32(gradient)
+        self._update_preconditioners([gradient], [variable], step_scalars)
+        self._update_variable(gradient, variable, step_scalars)
+
+    def _step_scalars(self, learning_rate):
+        """What every variable's update shares at this step, computed once per step.
+
+        In eager execution each `keras.ops` call costs a dispatch: the step's scalars are not
+        recomputed per variable, and the branches below are taken in Python (`_concrete`).
+        """
         step = self.iterations + 1
-        refreshes = []  # (new statistics, root variable), left and right of every variable
-        for gradient, variable in zip(grads, trainable_variables):
+        t = ops.cast(step, "float32")
+        momentum_correction = 1.0 - ops.power(self.beta1, t)
+        if self.nesterov:
+            momentum_weight = self.beta1 / (1.0 - ops.power(self.beta1, t + 1.0))
+            gradient_weight = (1.0 - self.beta1) / momentum_correction
+        else:
+            momentum_weight, gradient_weight = 1.0 / momentum_correction, None
+        return _StepScalars(
+            t=t,
+            learning_rate=ops.cast(learning_rate, "float32"),
+            momentum_weight=momentum_weight,
+            gradient_weight=gradient_weight,
+            second_moment_scale=grafting_lib.second_moment_scale(
+                self.grafting, t, self.grafting_beta2
+            ),
+            preconditions=step >= self.start_preconditioning_step,
+            refreshes_roots=ops.logical_and(
+                step >= self.start_preconditioning_step,
+                ops.equal(
+                    ops.mod(step - self.start_preconditioning_step, self.precondition_frequency),
+                    0,
+                ),
+            ),
+        )
+
+    def _update_preconditioners(self, gradients, variables, step_scalars):
+        """Updates the statistics of `variables` and, at a refresh step, their roots."""
+        pending = []  # (statistics variable, its new value, this step's gram, root variable)
+        for gradient, variable in zip(gradients, variables):
             index = self._get_variable_index(variable)
             layout = self._layouts[index]
             if layout is None:
                 continue
-            blocks = layout.to_blocks(_dense_float32(gradient))  # (blocks, rows, cols)
+            blocks = layout.to_blocks(gradient)  # (blocks, rows, cols)
             for statistics, gram, root in (
                 (self._left_statistics[index], ops.matmul(blocks, _transpose(blocks)),
                  self._left_roots[index]),
                 (self._right_statistics[index], ops.matmul(_transpose(blocks), blocks),
                  self._right_roots[index]),
             ):
-                updated = _decayed_sum(statistics, gram, self.beta2)
-                self.assign(statistics, updated)
-                refreshes.append((updated, root))
-        if not refreshes:
+                pending.append((statistics, _decayed_sum(statistics, gram, self.beta2), gram, root))
+        if not pending:
             return
-        previous_roots = tuple(ops.convert_to_tensor(root) for _, root in refreshes)
+        refreshes = _concrete(step_scalars.refreshes_roots)
+        if refreshes is False:  # eager, between refreshes: the roots are neither read nor written
+            for statistics, updated, _, _ in pending:
+                self.assign(statistics, updated)
+            return
+        updated = tuple(entry[1] for entry in pending)
+        previous_roots = tuple(ops.convert_to_tensor(entry[3]) for entry in pending)
 
-        def recompute_roots():
-            # Bias correction matters only to grafting="none": relative damping and grafting
-            # make the direction independent of the statistics' scale.
-            t = ops.cast(step, "float32")
-            correction = 1.0 - ops.power(self.beta2, t) if self.beta2 < 1.0 else 1.0
-            roots = list(previous_roots)
-            for members in self._root_batches(refreshes):
-                side = max(refreshes[i][0].shape[-1] for i in members)
-                statistics = ops.concatenate(
-                    [_padded_statistics(refreshes[i][0], side) for i in members], axis=0
-                )
-                previous = ops.concatenate(
-                    [_padded(previous_roots[i], side) for i in members], axis=0
-                )
-                computed = self._root_or_previous(statistics / correction, previous)
-                offsets = np.cumsum([0] + [refreshes[i][0].shape[0] for i in members])
-                for i, begin, end in zip(members, offsets[:-1], offsets[1:]):
-                    size = refreshes[i][0].shape[-1]
-                    roots[i] = computed[begin:end, :size, :size]
-            return tuple(roots)
+        def refresh():
+            # A statistic that became non-finite (an overflow, a bad batch) restarts from this
+            # step's gram; its root then comes from the restarted statistic.
+            gram_weight = 1.0 if self.beta2 == 1.0 else 1.0 - self.beta2
+            statistics = tuple(
+                _finite_or(value, gram_weight * gram)
+                for value, (_, _, gram, _) in zip(updated, pending)
+            )
+            return statistics, self._inverse_roots(statistics, previous_roots, step_scalars.t)
 
-        is_root_step = ops.logical_and(
-            step >= self.start_preconditioning_step,
-            ops.equal(
-                ops.mod(step - self.start_preconditioning_step, self.precondition_frequency), 0
-            ),
-        )
-        # Branches return values and the assignment happens outside: JAX cannot assign
-        # inside a branch, and only the taken branch runs (no root cost between refreshes).
-        roots = _cond(is_root_step, recompute_roots, lambda: previous_roots)
-        for (_, root_variable), root in zip(refreshes, roots):
+        if refreshes:
+            new_statistics, roots = refresh()
+        else:
+            # Branches return values and the assignments happen outside: JAX cannot assign
+            # inside a branch, and only the taken branch runs (no root cost between refreshes).
+            new_statistics, roots = ops.cond(
+                step_scalars.refreshes_roots, refresh, lambda: (updated, previous_roots)
+            )
+        for (statistics, _, _, root_variable), value, root in zip(pending, new_statistics, roots):
+            self.assign(statistics, value)
             self.assign(root_variable, root)
 
-    def _root_batches(self, refreshes):
-        """Which statistics share one `matrix_inverse_root` call: indices into `refreshes`.
+    def _inverse_roots(self, statistics, previous_roots, t):
+        """The inverse 4th root of every statistic, or its previous root where that fails."""
+        # Bias correction matters only to grafting="none": relative damping and grafting
+        # make the direction independent of the statistics' scale.
+        correction = 1.0 - ops.power(self.beta2, t) if self.beta2 < 1.0 else 1.0
+        roots = list(previous_roots)
+        for members in self._root_batches(statistics):
+            side = max(statistics[i].shape[-1] for i in members)
+            padded = ops.concatenate(
+                [_padded_statistics(statistics[i], side) for i in members], axis=0
+            )
+            previous = ops.concatenate([_padded(previous_roots[i], side) for i in members], axis=0)
+            computed = self._root_or_previous(padded / correction, previous)
+            offsets = np.cumsum([0] + [statistics[i].shape[0] for i in members])
+            for i, begin, end in zip(members, offsets[:-1], offsets[1:]):
+                size = statistics[i].shape[-1]
+                roots[i] = computed[begin:end, :size, :size]
+        return tuple(roots)
+
+    def _root_batches(self, statistics):
+        """Which statistics share one `matrix_inverse_root` call: indices into `statistics`.
 
         Newton: one call per distinct side (its cost is matmuls of that side). Eigh: a single
         call, smaller sides padded to the largest: XLA's CPU runtime runs independent LAPACK
@@ -352,32 +404,23 @@ class Shampoo(keras.optimizers.Optimizer):
         in plain `jax.jit`). One call is one solver launch on every backend.
         """
         if self.root_method == "eigh":
-            return [list(range(len(refreshes)))]
-        return _group_by_side(refreshes)
+            return [list(range(len(statistics)))]
+        return _group_by_side(statistics)
 
     def _root_or_previous(self, statistics, previous_root):
         root = matrix_inverse_root(statistics, _ROOT, method=self.root_method, epsilon=self.epsilon)
         usable = ops.all(ops.isfinite(root), axis=(-2, -1), keepdims=True)
         return ops.where(usable, root, previous_root)
 
-    def update_step(self, gradient, variable, learning_rate):
-        if getattr(self, "_preconditions_per_variable", False):
-            self._update_preconditioners([gradient], [variable])
+    def _update_variable(self, gradient, variable, step_scalars):
+        """Momentum, the grafted step and, from the start step on, Shampoo's direction."""
         index = self._get_variable_index(variable)
-        step = self.iterations + 1
-        t = ops.cast(step, "float32")
-        gradient = _dense_float32(gradient)
-        learning_rate = ops.cast(learning_rate, "float32")
-
         momentum = self._momentums[index]
         new_momentum = momentum + (1.0 - self.beta1) * (gradient - momentum)
         self.assign(momentum, new_momentum)
+        filtered = new_momentum * step_scalars.momentum_weight
         if self.nesterov:
-            filtered = self.beta1 * new_momentum / (1.0 - ops.power(self.beta1, t + 1.0)) + (
-                (1.0 - self.beta1) * gradient / (1.0 - ops.power(self.beta1, t))
-            )
-        else:
-            filtered = new_momentum / (1.0 - ops.power(self.beta1, t))
+            filtered = filtered + gradient * step_scalars.gradient_weight
 
         second_moment = self._second_moments[index]
         second_moment_value = None
@@ -386,16 +429,18 @@ class Shampoo(keras.optimizers.Optimizer):
                 self.grafting, second_moment, gradient, self.grafting_beta2
             )
             self.assign(second_moment, second_moment_value)
-        grafted = grafting_lib.grafted_direction(
-            self.grafting, filtered, second_moment_value, t, self.grafting_beta2,
+        update = grafting_lib.grafted_direction(
+            self.grafting, filtered, second_moment_value, step_scalars.second_moment_scale,
             self.grafting_epsilon,
         )
 
-        update = grafted
-        if self._layouts[index] is not None:
-            shampoo = self._shampoo_direction(index, filtered, grafted)
-            update = ops.where(step >= self.start_preconditioning_step, shampoo, grafted)
-        self.assign_sub(variable, ops.cast(learning_rate * update, variable.dtype))
+        preconditions = _concrete(step_scalars.preconditions)
+        if self._layouts[index] is not None and preconditions is not False:
+            shampoo = self._shampoo_direction(index, filtered, update)
+            update = shampoo if preconditions else ops.where(
+                step_scalars.preconditions, shampoo, update
+            )
+        self.assign_sub(variable, ops.cast(update * step_scalars.learning_rate, variable.dtype))
 
     def _shampoo_direction(self, index, filtered, grafted):
         """P_L M_hat P_R per block, with the grafted step's norm, in the variable's shape."""
@@ -403,14 +448,14 @@ class Shampoo(keras.optimizers.Optimizer):
         left_root = ops.convert_to_tensor(self._left_roots[index])
         right_root = ops.convert_to_tensor(self._right_roots[index])
         direction = ops.matmul(ops.matmul(left_root, layout.to_blocks(filtered)), right_root)
-        direction = ops.multiply(direction, layout.mask)
+        if layout.is_padded:
+            direction = direction * layout.mask
         if grafting_lib.rescales_shampoo(self.grafting):
-            graft_norm = _block_norms(layout.to_blocks(grafted))
-            direction_norm = _block_norms(direction)
-            scale = ops.where(
-                direction_norm > 0, graft_norm / ops.maximum(direction_norm, 1e-30), 0.0
+            # ||A||_F / ||D||_F per block; a zero direction stays zero.
+            squared_ratio = ops.divide_no_nan(
+                _block_squared_norms(layout.to_blocks(grafted)), _block_squared_norms(direction)
             )
-            direction = direction * scale
+            direction = direction * ops.sqrt(squared_ratio)
         return layout.from_blocks(direction)
 
     # === Config ===
@@ -447,28 +492,38 @@ class _BatchedIdentity(keras.initializers.Initializer):
         return ops.convert_to_tensor(identities, dtype=dtype)
 
 
-def _cond(predicate, true_fn, false_fn):
-    """`ops.cond`, or a Python branch when the predicate is concrete (eager execution).
+class _StepScalars(NamedTuple):
+    """The scalars of one step, shared by every variable's update."""
 
-    Eager JAX would otherwise compile both branches, eigendecompositions included, on every
-    call; under `jit`/`tf.function` the predicate is symbolic, `bool()` raises TypeError, and
-    the branch is staged with `ops.cond`.
+    t: Any  # the 1-based step, float32
+    learning_rate: Any
+    momentum_weight: Any  # m_hat = momentum_weight * m_t (+ gradient_weight * g_t: Nesterov)
+    gradient_weight: Any
+    second_moment_scale: Any  # see grafting.second_moment_scale
+    preconditions: Any  # step >= start_preconditioning_step
+    refreshes_roots: Any
+
+
+def _concrete(predicate):
+    """A boolean tensor's value in eager execution, or None when it is symbolic.
+
+    Under `jit`/`tf.function`, `bool()` raises TypeError and the caller stages the branch
+    (`ops.cond`, `ops.where`); eagerly, only the branch taken runs, and eager JAX does not
+    compile both branches of an `ops.cond`, eigendecompositions included, on every call.
     """
     try:
-        taken = bool(predicate)
+        return bool(predicate)
     except TypeError:
-        return ops.cond(predicate, true_fn, false_fn)
-    return true_fn() if taken else false_fn()
+        return None
 
 
-def _replicas_in_sync():
-    """Replicas of the current `tf.distribute` replica context (1 elsewhere)."""
+def _in_tf_distribute():
+    """Whether a `tf.distribute` strategy (other than the default one) is in scope."""
     if keras.backend.backend() != "tensorflow":
-        return 1
+        return False
     import tensorflow as tf
 
-    context = tf.distribute.get_replica_context()
-    return 1 if context is None else context.num_replicas_in_sync
+    return tf.distribute.has_strategy()
 
 
 def _dense_float32(gradient):
@@ -480,11 +535,11 @@ def _dense_float32(gradient):
     return gradient
 
 
-def _group_by_side(refreshes):
-    """Indices into `refreshes` grouped by matrix side, in first-seen order (deterministic)."""
+def _group_by_side(statistics):
+    """Indices into `statistics` grouped by matrix side, in first-seen order (deterministic)."""
     groups = {}
-    for i, (statistics, _) in enumerate(refreshes):
-        groups.setdefault(statistics.shape[-1], []).append(i)
+    for i, matrices in enumerate(statistics):
+        groups.setdefault(matrices.shape[-1], []).append(i)
     return list(groups.values())
 
 
@@ -510,19 +565,24 @@ def _padded_statistics(statistics, side):
 
 
 def _decayed_sum(statistics, gram, beta2):
-    """beta2 * S + (1 - beta2) * gram (a plain sum at beta2 = 1), restarted if non-finite."""
-    weight = 1.0 if beta2 == 1.0 else 1.0 - beta2
-    updated = beta2 * ops.convert_to_tensor(statistics) + weight * gram
-    finite = ops.all(ops.isfinite(updated), axis=(-2, -1), keepdims=True)
-    return ops.where(finite, updated, weight * gram)
+    """beta2 * S + (1 - beta2) * gram (a plain sum at beta2 = 1)."""
+    if beta2 == 1.0:
+        return statistics + gram
+    return statistics * beta2 + gram * (1.0 - beta2)
+
+
+def _finite_or(matrices, replacement):
+    """`matrices`, with every non-finite `(n, n)` matrix replaced by its `replacement`."""
+    finite = ops.all(ops.isfinite(matrices), axis=(-2, -1), keepdims=True)
+    return ops.where(finite, matrices, replacement)
 
 
 def _transpose(blocks):
     return ops.swapaxes(blocks, -1, -2)
 
 
-def _block_norms(blocks):
-    return ops.sqrt(ops.sum(ops.square(blocks), axis=(-2, -1), keepdims=True))
+def _block_squared_norms(blocks):
+    return ops.sum(ops.square(blocks), axis=(-2, -1), keepdims=True)
 
 
 def _check_number(arg, value, interval):

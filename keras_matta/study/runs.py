@@ -145,11 +145,16 @@ def teacher(task_data, config, cache_dir, retrain=False):
 # === Student alone, KD, MatTA ===
 
 
-def student(task_data, config, optimizer, seed):
-    """The Student trained alone on the labels."""
+def _new_student(config, seed, name):
+    """A freshly initialized stand-alone Student (the TA's architecture at the Student's width)."""
     keras.utils.set_random_seed(seed)
     kwargs = models_lib.student_kwargs(config.ta, config.task, config.student_fraction)
-    model = models_lib.build(config.task, name=f"{config.task}_student", **kwargs)
+    return models_lib.build(config.task, name=f"{config.task}_{name}", **kwargs)
+
+
+def student(task_data, config, optimizer, seed):
+    """The Student trained alone on the labels."""
+    model = _new_student(config, seed, "student")
     compile_model(model, make_optimizer(optimizer, config, config.steps), config)
     seconds, logs = fit(model, task_data, config, seed, config.steps,
                         f"Student alone ({optimizer})")
@@ -158,9 +163,7 @@ def student(task_data, config, optimizer, seed):
 
 def distilled_student(task_data, config, optimizer, seed, teacher_model):
     """The Student trained on labels and the Teacher's logits (classic KD)."""
-    keras.utils.set_random_seed(seed)
-    kwargs = models_lib.student_kwargs(config.ta, config.task, config.student_fraction)
-    model = models_lib.build(config.task, name=f"{config.task}_kd_student", **kwargs)
+    model = _new_student(config, seed, "kd_student")
     distiller = Distiller(model, teacher_model, temperature=config.temperature)
     compile_model(distiller, make_optimizer(optimizer, config, config.steps), config)
     seconds, logs = fit(distiller, task_data, config, seed, config.steps,

@@ -85,6 +85,32 @@ def test_compiled_fit(jit_compile):
     assert kernel_layouts["attention/query/kernel"].matrix_shape == (8, 8)
 
 
+@pytest.mark.parametrize("root_method", ["eigh", "newton"])
+def test_compiled_steps_equal_eager_steps(root_method):
+    """Eagerly, the start step, the refreshes and the restart of non-finite statistics are
+    Python branches; compiled, they are staged (`ops.cond`, `ops.where`): same weights.
+
+    Eight steps, preconditioning from step 2, refreshes at 2, 5 and 8."""
+    if keras.backend.backend() == "torch":
+        pytest.skip("torch's default train function is the eager one")
+
+    def weight_changes(run_eagerly):
+        keras.utils.set_random_seed(0)
+        model = mlp_model()
+        initial = [to_numpy(v) for v in model.trainable_variables]
+        optimizer = shampoo_for_tests(root_method=root_method)
+        model.compile(optimizer=optimizer, loss="mse", run_eagerly=run_eagerly)
+        model.fit(_TOKENS, _TARGETS, batch_size=8, epochs=1, shuffle=False, verbose=0)
+        assert_preconditioner_in_use(optimizer)
+        return [to_numpy(v) - w for v, w in zip(model.trainable_variables, initial)]
+
+    for eager, compiled in zip(weight_changes(True), weight_changes(False)):
+        # Compiled kernels (the model's too) round differently, and the roots (Newton's
+        # iteration count among them) amplify it to ~0.5 % of a step; staging a wrong branch
+        # (a missed refresh or start step) is off by tens of percent.
+        np.testing.assert_allclose(compiled, eager, atol=0.02 * np.abs(eager).max())
+
+
 def test_mixed_bfloat16_fit():
     keras.config.set_dtype_policy("mixed_bfloat16")
     model = mlp_model()
