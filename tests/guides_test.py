@@ -35,7 +35,7 @@ def test_notebook_cells_follow_the_guide():
 # paths are tested in tests/distribution with a collective timeout and retries.
 SMOKE_BACKEND = {
     "distributed_training.py": "tensorflow",
-    "gpt2_medium_matta.py": "jax",
+    "gpt2_medium_matta.py": "tensorflow",
     "getting_started.py": "tensorflow",
     "shampoo.py": "tensorflow",
     "majority_kernels.py": "torch",
