@@ -11,7 +11,7 @@ def numpy_blocks(tensor, matrix_shape, block_size):
     """The row-major grid of `block_size` blocks of the zero-padded matrix, by slicing."""
     matrix = tensor.reshape(matrix_shape)
     rows, cols = (min(side, block_size) for side in matrix_shape)
-    padded = np.zeros([-(-side // block) * block for side, block in zip(matrix_shape, (rows, cols))])
+    padded = np.zeros([-(-matrix_shape[0] // rows) * rows, -(-matrix_shape[1] // cols) * cols])
     padded[: matrix_shape[0], : matrix_shape[1]] = matrix
     return np.stack(
         [
