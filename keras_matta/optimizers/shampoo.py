@@ -309,6 +309,7 @@ class Shampoo(keras.optimizers.Optimizer):
             gradient_weight = (1.0 - self.beta1) / momentum_correction
         else:
             momentum_weight, gradient_weight = 1.0 / momentum_correction, None
+        preconditions = step >= self.start_preconditioning_step
         return _StepScalars(
             t=t,
             learning_rate=ops.cast(learning_rate, "float32"),
@@ -317,9 +318,9 @@ class Shampoo(keras.optimizers.Optimizer):
             second_moment_scale=grafting_lib.second_moment_scale(
                 self.grafting, t, self.grafting_beta2
             ),
-            preconditions=step >= self.start_preconditioning_step,
+            preconditions=preconditions,
             refreshes_roots=ops.logical_and(
-                step >= self.start_preconditioning_step,
+                preconditions,
                 ops.equal(
                     ops.mod(step - self.start_preconditioning_step, self.precondition_frequency),
                     0,
@@ -329,7 +330,7 @@ class Shampoo(keras.optimizers.Optimizer):
 
     def _update_preconditioners(self, gradients, variables, step_scalars):
         """Updates the statistics of `variables` and, at a refresh step, their roots."""
-        pending = []  # (statistics variable, its new value, this step's gram, root variable)
+        pending = []  # (statistics variable, its new value, this step's weighted gram, root)
         for gradient, variable in zip(gradients, variables):
             index = self._get_variable_index(variable)
             layout = self._layouts[index]
@@ -342,7 +343,9 @@ class Shampoo(keras.optimizers.Optimizer):
                 (self._right_statistics[index], ops.matmul(_transpose(blocks), blocks),
                  self._right_roots[index]),
             ):
-                pending.append((statistics, _decayed_sum(statistics, gram, self.beta2), gram, root))
+                weighted_gram = gram if self.beta2 == 1.0 else gram * (1.0 - self.beta2)
+                updated = _decayed_sum(statistics, weighted_gram, self.beta2)
+                pending.append((statistics, updated, weighted_gram, root))
         if not pending:
             return
         refreshes = _concrete(step_scalars.refreshes_roots)
@@ -355,11 +358,9 @@ class Shampoo(keras.optimizers.Optimizer):
 
         def refresh():
             # A statistic that became non-finite (an overflow, a bad batch) restarts from this
-            # step's gram; its root then comes from the restarted statistic.
-            gram_weight = 1.0 if self.beta2 == 1.0 else 1.0 - self.beta2
+            # step's weighted gram; its root then comes from the restarted statistic.
             statistics = tuple(
-                _finite_or(value, gram_weight * gram)
-                for value, (_, _, gram, _) in zip(updated, pending)
+                _finite_or(value, gram) for value, (_, _, gram, _) in zip(updated, pending)
             )
             return statistics, self._inverse_roots(statistics, previous_roots, step_scalars.t)
 
@@ -564,11 +565,9 @@ def _padded_statistics(statistics, side):
     return _padded(statistics, side) + mean_eigenvalue[:, None, None] * padding_diagonal
 
 
-def _decayed_sum(statistics, gram, beta2):
-    """beta2 * S + (1 - beta2) * gram (a plain sum at beta2 = 1)."""
-    if beta2 == 1.0:
-        return statistics + gram
-    return statistics * beta2 + gram * (1.0 - beta2)
+def _decayed_sum(statistics, weighted_gram, beta2):
+    """beta2 * S + (1 - beta2) * gram, given the weighted gram (a plain sum at beta2 = 1)."""
+    return statistics + weighted_gram if beta2 == 1.0 else statistics * beta2 + weighted_gram
 
 
 def _finite_or(matrices, replacement):
