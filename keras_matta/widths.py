@@ -16,17 +16,10 @@ static shapes.
 """
 
 import math
-import numbers
 
 import keras
 
-
-def _is_fraction(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, numbers.Integral))
-
-
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+from keras_matta._validation import is_fraction, is_int
 
 
 def resolve_layer_width(layer_name, nested_dims, spec, primary=None):
@@ -49,13 +42,13 @@ def resolve_layer_width(layer_name, nested_dims, spec, primary=None):
             f"{spec!r}, allowed: None."
         )
     primary = primary or next(iter(nested_dims))
-    if _is_fraction(spec):
+    if is_fraction(spec):
         if not 0.0 < spec <= 1.0:
             raise ValueError(
                 f"Width fraction for layer '{layer_name}' must be in (0, 1]; got {spec}."
             )
         spec = {dim: spec for dim in nested_dims}
-    elif _is_int(spec):
+    elif is_int(spec):
         spec = {primary: int(spec)}
     elif not isinstance(spec, dict):
         raise TypeError(
@@ -71,14 +64,14 @@ def resolve_layer_width(layer_name, nested_dims, spec, primary=None):
     widths = dict(nested_dims)
     for dim, value in spec.items():
         full = nested_dims[dim]
-        if _is_fraction(value):
+        if is_fraction(value):
             if not 0.0 < value <= 1.0:
                 raise ValueError(
                     f"Width fraction for '{dim}' of layer '{layer_name}' must be in (0, 1]; "
                     f"got {value}."
                 )
             value = math.floor(value * full + 0.5)  # half up: 0.5 of 1 head is 1 head
-        elif not _is_int(value):
+        elif not is_int(value):
             raise TypeError(
                 f"Width for '{dim}' of layer '{layer_name}' must be a float or an int; "
                 f"got {value!r}."
@@ -160,7 +153,7 @@ def resolve_widths(model, widths):
                 "from widths."
             )
         return {layer: layer.resolve_width(widths.get(layer.name)) for layer in layers}
-    if widths is not None and not (_is_fraction(widths) or _is_int(widths)):
+    if widths is not None and not (is_fraction(widths) or is_int(widths)):
         raise TypeError(
             "`widths` must be a float in (0, 1], an int, a dict {layer_name: spec} or None; "
             f"got {widths!r} of type {type(widths).__name__}."
@@ -200,15 +193,15 @@ def width_label(spec):
     """
     if spec is None:
         return "full"
-    if _is_fraction(spec):
+    if is_fraction(spec):
         return f"{spec:g}"
-    if _is_int(spec):
+    if is_int(spec):
         return str(int(spec))
     parts = []
     for name, value in spec.items():
         if isinstance(value, dict):
             value = "x".join(str(v) for v in value.values())
-        parts.append(f"{name}={value if not _is_fraction(value) else f'{value:g}'}")
+        parts.append(f"{name}={value if not is_fraction(value) else f'{value:g}'}")
     return "mix(" + ",".join(parts) + ")"
 
 

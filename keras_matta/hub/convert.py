@@ -1,9 +1,8 @@
 """`from_keras_hub`: grow a TA around a pretrained keras-hub backbone; `extract_backbone` back."""
 
-import numbers
-
 import numpy as np
 
+from keras_matta._validation import is_int
 from keras_matta.hub import weights as weights_lib
 
 SUPPORTED = {
@@ -159,7 +158,7 @@ def _heads_per_group(backbone):
 
 
 def _check_size(arg, value, minimum, what):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if not is_int(value):
         raise TypeError(f"`{arg}` must be an int; got {value!r} of type {type(value).__name__}.")
     if value < minimum:
         raise ValueError(

@@ -5,6 +5,7 @@ import math
 import keras
 from keras import ops
 
+from keras_matta._initializers import clone_initializer
 from keras_matta.layers.mat_layer import MatLayer
 
 
@@ -116,9 +117,8 @@ class MatLlamaAttention(MatLayer, keras.layers.Layer):
         self.output_kernel = self._kernel("output_kernel", (h, h_d, d))
 
     def _kernel(self, name, shape):
-        initializer = self.kernel_initializer.__class__.from_config(
-            self.kernel_initializer.get_config()
-        )
+        # One instance per kernel: an unseeded initializer repeats its values on every call.
+        initializer = clone_initializer(self.kernel_initializer)
         return self.add_weight(name=name, shape=shape, initializer=initializer)
 
     def nested_dims(self):

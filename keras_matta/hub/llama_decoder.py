@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_matta._initializers import clone_initializer
 from keras_matta.hub import weights as weights_lib
 from keras_matta.hub.llama_attention import MatLlamaAttention
 from keras_matta.hub.llama_attention import check_whole_groups
@@ -103,9 +104,7 @@ class MatLlamaDecoder(MatLayer, keras.layers.Layer):
         d = inputs_shape[-1]
         self.head_dim = self.head_dim or d // self.num_query_heads
         common = {"dtype": self.dtype_policy}
-        init = lambda: self.kernel_initializer.__class__.from_config(  # noqa: E731
-            self.kernel_initializer.get_config()
-        )
+        init = lambda: clone_initializer(self.kernel_initializer)  # noqa: E731 (one per kernel)
         name = lambda part: f"{self.name}_{part}"  # noqa: E731
         self._attention_norm = LlamaLayerNorm(self.layer_norm_epsilon,
                                               name=name("attention_norm"), **common)

@@ -6,6 +6,8 @@ import keras
 from keras import ops
 from keras.src.backend import get_keras_mask
 
+from keras_matta._initializers import clone_initializer
+from keras_matta._validation import is_int
 from keras_matta.layers import majority as majority_lib
 from keras_matta.layers.mat_layer import MatLayer
 
@@ -101,7 +103,7 @@ class MatMultiHeadAttention(MatLayer, keras.layers.Layer):
         majority_lib.validate_majority(majority, majority_combine)
         positive_ints = {"num_heads": num_heads, "key_dim": key_dim, "value_dim": value_dim}
         for arg, value in positive_ints.items():
-            if not _is_int(value) or value <= 0:
+            if not is_int(value) or value <= 0:
                 raise ValueError(f"`{arg}` must be a positive integer; got {value!r}.")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"`dropout` must be in [0, 1); got {dropout}.")
@@ -113,17 +115,19 @@ class MatMultiHeadAttention(MatLayer, keras.layers.Layer):
                     f"`output_shape` must be an int or a 1-tuple; got {output_shape!r}."
                 )
             output_shape = output_shape[0]
-        if output_shape is not None and (not _is_int(output_shape) or output_shape <= 0):
+        if output_shape is not None and (not is_int(output_shape) or output_shape <= 0):
             raise ValueError(f"`output_shape` must be a positive integer; got {output_shape!r}.")
         super().__init__(**kwargs)
         self.supports_masking = True
-        self.num_heads = num_heads
-        self.key_dim = key_dim
-        self.value_dim = value_dim
+        # NumPy integers pass the checks above; sizes are stored as Python ints, which Keras'
+        # stock layers (built by `export`) and JSON configs require.
+        self.num_heads = int(num_heads)
+        self.key_dim = int(key_dim)
+        self.value_dim = int(value_dim)
         self.dropout = dropout
         self.use_bias = use_bias
         # Not `self.output_shape`: `summary()` would read it as the layer's output shape.
-        self._output_dim = output_shape
+        self._output_dim = None if output_shape is None else int(output_shape)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
@@ -166,7 +170,7 @@ class MatMultiHeadAttention(MatLayer, keras.layers.Layer):
             return None
         # A fresh initializer per weight: one unseeded instance would repeat its values.
         weight_kwargs = {
-            "initializer": _clone(getattr(self, f"{kind}_initializer")),
+            "initializer": clone_initializer(getattr(self, f"{kind}_initializer")),
             "regularizer": getattr(self, f"{kind}_regularizer"),
             "constraint": getattr(self, f"{kind}_constraint"),
         }
@@ -401,11 +405,3 @@ def attention_matmul_flops(heads, key_dim, value_dim, batch, t, s, d_q, d_k, d_v
     attention = heads * t * s * (key_dim + value_dim)
     output = t * heads * value_dim * d_out
     return 2 * batch * (projections + attention + output)
-
-
-def _clone(initializer):
-    return initializer.__class__.from_config(initializer.get_config())
-
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_matta._initializers import clone_initializer
+from keras_matta._validation import is_int
 from keras_matta.layers import majority as majority_lib
 from keras_matta.layers.mat_attention import MatMultiHeadAttention
 from keras_matta.layers.mat_attention import attention_matmul_flops
@@ -93,7 +95,7 @@ class MatTransformerBlock(MatLayer, keras.layers.Layer):
         if key_dim is not None:
             positive_ints["key_dim"] = key_dim
         for arg, value in positive_ints.items():
-            if not _is_int(value) or value <= 0:
+            if not is_int(value) or value <= 0:
                 raise ValueError(f"`{arg}` must be a positive integer; got {value!r}.")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"`dropout` must be in [0, 1); got {dropout}.")
@@ -104,14 +106,16 @@ class MatTransformerBlock(MatLayer, keras.layers.Layer):
                 raise TypeError(f"`{arg}` must be a bool; got {value!r}.")
         super().__init__(**kwargs)
         self.supports_masking = True
-        self.intermediate_dim = intermediate_dim
-        self.num_heads = num_heads
+        # NumPy integers pass the checks above; sizes are stored as Python ints, which the stock
+        # sublayers (`Dense` rejects `np.int64` units) and JSON configs require.
+        self.intermediate_dim = int(intermediate_dim)
+        self.num_heads = int(num_heads)
         self.dropout = dropout
         self.activation = keras.activations.get(activation)
         self.layer_norm_epsilon = layer_norm_epsilon
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.key_dim = key_dim
+        self.key_dim = None if key_dim is None else int(key_dim)
         self.nested_heads = nested_heads
         self.causal = causal
         self.majority = majority
@@ -125,8 +129,8 @@ class MatTransformerBlock(MatLayer, keras.layers.Layer):
         name = lambda part: f"{self.name}_{part}"  # noqa: E731
         common = {"dtype": self.dtype_policy}
         init = lambda: {  # noqa: E731 (fresh initializers: unseeded ones would repeat values)
-            "kernel_initializer": _clone(self.kernel_initializer),
-            "bias_initializer": _clone(self.bias_initializer),
+            "kernel_initializer": clone_initializer(self.kernel_initializer),
+            "bias_initializer": clone_initializer(self.bias_initializer),
         }
         majority = lambda offset: {  # noqa: E731 (each sublayer draws its own majorities)
             "majority": self.majority,
@@ -311,11 +315,3 @@ def _export_norm(norm, inputs):
 
 def _export_dropout(dropout, inputs, **kwargs):
     return keras.layers.Dropout.from_config(dropout.get_config())(inputs, **kwargs)
-
-
-def _clone(initializer):
-    return initializer.__class__.from_config(initializer.get_config())
-
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)

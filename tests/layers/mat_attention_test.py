@@ -1,5 +1,7 @@
 """MatMultiHeadAttention against stock `keras.layers.MultiHeadAttention` holding sliced kernels."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -140,6 +142,7 @@ def test_invalid_widths_raise_naming_the_layer(width):
     "kwargs, message",
     [
         ({"num_heads": 0}, "num_heads"),
+        ({"num_heads": True}, "num_heads"),  # a bool is no count, although `True == 1`
         ({"key_dim": 2.0}, "key_dim"),
         ({"key_dim": None}, "key_dim"),
         ({"value_dim": 0}, "value_dim"),
@@ -150,6 +153,13 @@ def test_invalid_widths_raise_naming_the_layer(width):
 def test_invalid_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         MatMultiHeadAttention(**{"num_heads": H, "key_dim": KEY_DIM, **kwargs})
+
+
+def test_numpy_integer_sizes_are_stored_as_python_ints():
+    layer = MatMultiHeadAttention(np.int64(H), np.int32(KEY_DIM), output_shape=np.int64(6))
+    sizes = (layer.num_heads, layer.key_dim, layer.value_dim, layer._output_dim)
+    assert [type(size) for size in sizes] == [int] * 4
+    json.dumps(layer.get_config())  # a NumPy integer in the config would not serialize
 
 
 def test_width_scope_selects_heads():

@@ -164,6 +164,7 @@ def test_invalid_widths_raise_naming_the_layer(nested_heads, width, match):
     [
         ({"intermediate_dim": 0}, "intermediate_dim"),
         ({"num_heads": 2.5}, "num_heads"),
+        ({"num_heads": True}, "num_heads"),  # a bool is no count, although `True == 1`
         ({"key_dim": -1}, "key_dim"),
         ({"dropout": -0.1}, "dropout"),
         ({"layer_norm_epsilon": 0.0}, "layer_norm_epsilon"),
@@ -172,6 +173,14 @@ def test_invalid_widths_raise_naming_the_layer(nested_heads, width, match):
 def test_invalid_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         MatTransformerBlock(**{"intermediate_dim": I, "num_heads": H, **kwargs})
+
+
+def test_numpy_integer_sizes_build_like_python_ints():
+    block = MatTransformerBlock(np.int64(I), np.int32(H), key_dim=np.int64(3))
+    assert [type(size) for size in (block.intermediate_dim, block.num_heads, block.key_dim)] \
+        == [int] * 3
+    block.build((B, T, D))  # its stock sublayers (`Dense`) reject NumPy integer sizes
+    assert block.nested_dims() == {"intermediate_dim": I}
 
 
 def test_key_dim_must_divide_unless_given():
