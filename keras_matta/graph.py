@@ -9,10 +9,20 @@ import keras
 
 
 def unwrap(model):
-    """The TA of a `keras_matta.MatTA`; any other model unchanged."""
-    from keras_matta.training.matta import MatTA
+    """The model a trainer wraps (the TA of a `keras_matta.MatTA`); any other model unchanged.
 
-    return model.model if isinstance(model, MatTA) else model
+    A trainer is recognised by its shape, not its class, so this walker needs nothing from the
+    training package built on top of it: a subclassed model (no recorded graph to walk) that holds
+    a `keras.Model` as `.model`, as `MatTA` holds its TA.
+
+    Args:
+        model: a `keras.Model`, or a trainer around one.
+
+    Returns:
+        The wrapped model for a trainer, else `model` itself.
+    """
+    inner = getattr(model, "model", None)
+    return inner if isinstance(inner, keras.Model) and _is_leaf(model) else model
 
 
 def functional_graph(model):

@@ -5,6 +5,7 @@ from helpers import run_python, to_numpy
 
 import keras_matta
 from keras_matta import MatDense
+from keras_matta import graph as graph_lib
 
 
 def mlp(sequential):
@@ -127,6 +128,16 @@ def test_subclassed_model_gives_a_clear_error():
     model(np.ones((1, 3), "float32"))
     with pytest.raises(TypeError, match="'sub' is a subclassed model"):
         keras_matta.extract(model, 0.5)
+
+
+def test_a_matta_stands_for_its_ta_and_other_models_for_themselves():
+    ta = mlp(sequential=False)
+    mat_ta = keras_matta.MatTA(ta, student_widths=[0.5])
+    assert keras_matta.cost(mat_ta, 0.5) == keras_matta.cost(ta, 0.5)
+    assert keras_matta.extract(mat_ta, 0.5).count_params() == keras_matta.cost(ta, 0.5)["params"]
+    # A model with a graph of its own is walked as itself, whatever it holds as `.model`.
+    ta.model = mlp(sequential=True)
+    assert graph_lib.unwrap(ta) is ta
 
 
 def test_bad_widths_fail_before_building_anything():

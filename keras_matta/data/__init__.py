@@ -22,6 +22,7 @@ from keras_matta.data import final_word
 from keras_matta.data import shakespeare
 from keras_matta.data import sources
 from keras_matta.data.final_word import final_word_examples
+from keras_matta.data.loading import load_task
 from keras_matta.data.shakespeare import byte_windows
 from keras_matta.data.sources import from_arrays
 from keras_matta.data.sources import from_path
@@ -30,4 +31,3 @@ from keras_matta.data.sources import from_tfds
 from keras_matta.data.task import CLASSIFICATION
 from keras_matta.data.task import LANGUAGE_MODEL
 from keras_matta.data.task import TaskData
-from keras_matta.data.task import load_task

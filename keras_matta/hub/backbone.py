@@ -203,3 +203,28 @@ class MatBackbone(keras.Model):
         if isinstance(config.get("dtype"), dict):
             config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
         return cls(**config)
+
+
+def extract_mat_backbone(mat_model, widths=None, name=None):
+    """`MatBackbone.extract_stock` of `mat_model`, which is first checked to be a Mat backbone.
+
+    The common end of `keras_matta.hub.extract_backbone` and `LogitsModel.extract_stock`, which
+    both take a Mat backbone (the latter as its `backbone`).
+
+    Args:
+        mat_model: the model to extract from.
+        widths: a width spec (see `MatBackbone.extract_stock`).
+        name: name of the returned model.
+
+    Returns:
+        What `MatBackbone.extract_stock` returns.
+
+    Raises:
+        TypeError: `mat_model` is not a `MatBackbone`.
+    """
+    if not isinstance(mat_model, MatBackbone):
+        raise TypeError(
+            "`mat_model` must be a Mat backbone (from `keras_matta.hub.from_keras_hub`) or a "
+            f"`keras_matta.hub.LogitsModel` around one; got {type(mat_model).__name__}."
+        )
+    return mat_model.extract_stock(widths, name=name)

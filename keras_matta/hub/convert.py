@@ -4,6 +4,8 @@ import numpy as np
 
 from keras_matta._validation import is_int
 from keras_matta.hub import weights as weights_lib
+from keras_matta.hub.backbone import extract_mat_backbone
+from keras_matta.hub.logits import LogitsModel
 
 SUPPORTED = {
     "GPT2Backbone": "keras_matta.hub.gpt2.MatGPT2Backbone",
@@ -122,17 +124,9 @@ def extract_backbone(mat_model, widths=None, name=None):
     causal_lm = keras_hub.models.GPT2CausalLM(backbone=student, preprocessor=None)
     ```
     """
-    from keras_matta.hub.backbone import MatBackbone
-    from keras_matta.hub.logits import LogitsModel
-
     if isinstance(mat_model, LogitsModel):
         return mat_model.extract_stock(widths, name=name)
-    if not isinstance(mat_model, MatBackbone):
-        raise TypeError(
-            "`mat_model` must be a Mat backbone (from `keras_matta.hub.from_keras_hub`) or a "
-            f"`keras_matta.hub.LogitsModel` around one; got {type(mat_model).__name__}."
-        )
-    return mat_model.extract_stock(widths, name=name)
+    return extract_mat_backbone(mat_model, widths, name=name)
 
 
 def _mat_class(backbone):

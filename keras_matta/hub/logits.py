@@ -2,6 +2,8 @@
 
 import keras
 
+from keras_matta.hub.backbone import extract_mat_backbone
+
 
 @keras.saving.register_keras_serializable(package="keras_matta")
 class LogitsModel(keras.Model):
@@ -71,9 +73,7 @@ class LogitsModel(keras.Model):
 
     def extract_stock(self, widths=None, name=None):
         """A `LogitsModel` around `keras_matta.hub.extract_backbone(self.backbone, widths)`."""
-        from keras_matta.hub.convert import extract_backbone
-
-        stock = extract_backbone(self.backbone, widths)
+        stock = extract_mat_backbone(self.backbone, widths)
         return LogitsModel(stock, name=name or f"{self.name}_{stock.name}")
 
     def get_config(self):

@@ -1,6 +1,6 @@
 """The contract every Mat layer implements."""
 
-from keras_matta import widths as widths_lib
+from keras_matta.layer_width import resolve_layer_width
 
 
 class MatLayer:
@@ -41,7 +41,7 @@ class MatLayer:
 
     def resolve_width(self, spec):
         """Validates a per-layer spec and returns `{dimension: width}`."""
-        return widths_lib.resolve_layer_width(self.name, self.nested_dims(), spec)
+        return resolve_layer_width(self.name, self.nested_dims(), spec)
 
     @property
     def selected_width(self):
