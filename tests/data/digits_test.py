@@ -45,6 +45,16 @@ def test_splits_are_stratified_disjoint_and_complete(reference):
     assert np.mean(np.diff(splits["train"][1]) != 0) > 0.5
 
 
+def test_validation_and_test_are_shuffled_independently():
+    _, y_validation = digits.load("validation")
+    _, y_test = digits.load("test")
+    # Equal sizes and class counts: one shared permutation would give equal label orders.
+    assert sorted(y_validation) == sorted(y_test)
+    assert np.mean(y_validation != y_test) > 0.5  # chance agreement is 0.1
+    for split in ("validation", "test"):
+        assert np.mean(np.diff(digits.load(split)[1]) != 0) > 0.5  # each one shuffled
+
+
 def test_seed_fixes_the_split():
     x0, y0 = digits.load("test", seed=0)
     x1, y1 = digits.load("test", seed=0)
