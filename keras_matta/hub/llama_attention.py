@@ -7,6 +7,7 @@ from keras import ops
 
 from keras_matta._initializers import clone_initializer
 from keras_matta.layers.mat_layer import MatLayer
+from keras_matta.layers.sampled_width import SampledWidth, static_size
 
 
 @keras.saving.register_keras_serializable(package="keras_matta")
@@ -129,8 +130,13 @@ class MatLlamaAttention(MatLayer, keras.layers.Layer):
         check_whole_groups(self.name, width, self.num_query_heads, self.num_key_value_heads)
         return width
 
+    def width_multiple(self, dimension):
+        return self.groups if dimension == "num_query_heads" else 1
+
     def call(self, inputs, attention_mask=None, training=None, width=None):
         h = self._active_width(width).get("num_query_heads", self.num_query_heads)
+        sampled = h if isinstance(h, SampledWidth) else None
+        h = static_size(h, self.num_query_heads)
         h_kv = h // self.groups
         q = ops.einsum("btd,dnh->btnh", inputs, self.query_kernel[:, :h])  # (B, T, h, h_d)
         k = ops.einsum("btd,dnh->btnh", inputs, self.key_kernel[:, :h_kv])  # (B, T, h_kv, h_d)
@@ -147,6 +153,8 @@ class MatLlamaAttention(MatLayer, keras.layers.Layer):
         weights = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
         context = ops.einsum("bnqk,bknh->bqnh", weights, v)  # (B, T, h, h_d)
         context = self._dropout_layer(context, training=training)
+        if sampled is not None:  # query heads past the drawn count contribute nothing
+            context = ops.multiply(context, sampled.mask(h, context.dtype)[:, None])
         return ops.einsum("bqnh,nhd->bqd", context, self.output_kernel[:h])  # (B, T, d)
 
     def compute_output_shape(self, inputs_shape):

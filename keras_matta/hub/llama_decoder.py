@@ -139,6 +139,9 @@ class MatLlamaDecoder(MatLayer, keras.layers.Layer):
         check_whole_groups(self.name, width, self.num_query_heads, self.num_key_value_heads)
         return width
 
+    def width_multiple(self, dimension):
+        return (self.num_query_heads // self.num_key_value_heads) if dimension == "num_query_heads" else 1
+
     def call(self, inputs, padding_mask=None, training=None, width=None):
         width = self._active_width(width)
         mask = causal_mask(inputs, padding_mask)  # (B|1, T, T) bool

@@ -10,6 +10,7 @@ from keras_matta._initializers import clone_initializer
 from keras_matta._validation import is_int
 from keras_matta.layers import majority as majority_lib
 from keras_matta.layers.mat_layer import MatLayer
+from keras_matta.layers.sampled_width import SampledWidth, static_size
 
 
 @keras.saving.register_keras_serializable(package="keras_matta")
@@ -208,6 +209,8 @@ class MatMultiHeadAttention(MatLayer, keras.layers.Layer):
         width=None,
     ):
         h = self._active_width(width).get("num_heads", self.num_heads)
+        sampled = h if isinstance(h, SampledWidth) else None
+        h = static_size(h, self.num_heads)
         # Like `MultiHeadAttention`: the query's Keras mask is read from the tensor; the value's
         # and key's come in as arguments (Keras fills them in when they are separate inputs).
         query_mask = get_keras_mask(query)
@@ -228,6 +231,8 @@ class MatMultiHeadAttention(MatLayer, keras.layers.Layer):
         if self.dropout > 0:
             weights = self._dropout_layer(weights, training=training)
         context = ops.einsum("bnts,bsnv->btnv", weights, v)  # (B, T, h, value_dim)
+        if sampled is not None:  # heads past the drawn count contribute nothing
+            context = ops.multiply(context, sampled.mask(h, context.dtype)[:, None])
         outputs = ops.einsum("btnv,nvo->bto", context, output_kernel[:h])  # (B, T, d_out)
         if self.use_bias:
             outputs = ops.add(outputs, self.output_bias)

@@ -7,6 +7,7 @@ from keras import ops
 
 from keras_matta.layers import majority as majority_lib
 from keras_matta.layers.mat_layer import MatLayer
+from keras_matta.layers.sampled_width import SampledWidth, static_size
 
 
 @keras.saving.register_keras_serializable(package="keras_matta")
@@ -161,19 +162,24 @@ class MatDense(MatLayer, keras.layers.Dense):
                 f"got an input with {input_dim}."
             )
         units = self._output_units(width)
+        sampled = units if isinstance(units, SampledWidth) else None
+        units = static_size(units, self.units)
         kernel = self.kernel if self.majority == 1 else self._combined_kernel(training)
         outputs = ops.matmul(inputs, kernel[:input_dim, :units])
         if self.bias is not None:
             outputs = ops.add(outputs, self.bias[:units])
         if self.activation is not None:
             outputs = self.activation(outputs)
+        if sampled is not None:
+            outputs = ops.multiply(outputs, sampled.mask(units, outputs.dtype))
         return outputs
 
     def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self._output_units(),)
+        return tuple(input_shape[:-1]) + (static_size(self._output_units(), self.units),)
 
     def compute_output_spec(self, inputs, width=None, training=None):
-        shape = tuple(inputs.shape[:-1]) + (self._output_units(width),)
+        units = static_size(self._output_units(width), self.units)
+        shape = tuple(inputs.shape[:-1]) + (units,)
         return keras.KerasTensor(shape, dtype=self.compute_dtype)
 
     def quantize(self, mode=None, type_check=True, config=None):

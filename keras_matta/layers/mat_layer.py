@@ -1,6 +1,7 @@
 """The contract every Mat layer implements."""
 
 from keras_matta.layer_width import resolve_layer_width
+from keras_matta.layers.sampled_width import SampledWidth
 
 
 class MatLayer:
@@ -48,6 +49,10 @@ class MatLayer:
         """The width selected by the enclosing scope (`None`: full width)."""
         return self._selected_width
 
+    def width_multiple(self, dimension):
+        """The step between valid widths of `dimension` (1; whole GQA groups of query heads)."""
+        return 1
+
     def _select_width(self, width):
         # Written straight into __dict__: a selection is call state, not layer state, and must
         # bypass Keras' attribute tracking (and torch's Module.__setattr__).
@@ -55,6 +60,9 @@ class MatLayer:
 
     def _active_width(self, width=None):
         """The `{dimension: width}` to run at: explicit argument, else scope, else full."""
+        if isinstance(width, SampledWidth):
+            # A parent layer hands its sublayer one drawn width of the primary dimension.
+            return {next(iter(self.nested_dims())): width}
         if width is not None:
             return self.resolve_width(width)
         if self._selected_width is not None:

@@ -11,6 +11,7 @@ from keras_matta import widths as widths_lib
 from keras_matta.training import checks
 from keras_matta.training import dispatch
 from keras_matta.training.objective import CompiledObjective
+from keras_matta.training.sampled_widths import WidthDraws
 from keras_matta.training.strategies import WidthSampler
 
 
@@ -26,6 +27,7 @@ class _StepState:
         self.compiled = None  # a CompiledObjective, set by compile()
         self.compile_args = {}  # the arguments of compile(), for get_compile_config()
         self.trackers = {}  # (head, term) -> keras.metrics.Mean
+        self.training = True  # whether the step being traced (or run) is a training step
 
 
 @keras.saving.register_keras_serializable(package="keras_matta")
@@ -119,7 +121,7 @@ class MatTA(keras.Model):
     def __init__(self, model, student_widths, teacher=None, beta=1.0, alpha=1.0, gamma=1.0,
                  beta_teacher=None, alpha_teacher=None, temperature=1.0, kd_warmup_steps=0,
                  student_weights=None, detach_ta=True, strategy="all", num_random_widths=None,
-                 seed=None, distillation="auto", name="matta", **kwargs):
+                 num_sampled_widths=0, seed=None, distillation="auto", name="matta", **kwargs):
         super().__init__(name=name, **kwargs)
         # === Models ===
         if not isinstance(model, keras.Model):
@@ -142,6 +144,14 @@ class MatTA(keras.Model):
         self.student_weights = checks.check_student_weights(student_weights, len(sizes))
         seed = random.randrange(2**31) if seed is None else seed
         self._sampler = WidthSampler(strategy, sizes, num_random_widths, seed)
+        self.num_sampled_widths = checks.non_negative_int("num_sampled_widths",
+                                                          num_sampled_widths)
+        self._width_draws = None
+        if self.num_sampled_widths:
+            self._width_draws = WidthDraws(model, self._student_widths)
+            # A tracked variable: checkpoints carry the draw stream, so a resumed run goes on
+            # drawing what the uninterrupted run would have drawn.
+            self._width_seeds = keras.random.SeedGenerator(seed, name="width_draws")
 
         # === Objective ===
         has_teacher = self.teacher_source is not None
@@ -163,7 +173,8 @@ class MatTA(keras.Model):
         self.distillation = distillation
 
         # === Loss-term trackers (logged unweighted) ===
-        for head in self.head_names:
+        sampled = ["sampled"] if self.num_sampled_widths else []
+        for head in self.head_names + sampled:
             terms = ["task"] + (["kd_ta"] if head != "ta" else [])
             terms += ["kd_teacher"] if has_teacher else []
             for term in terms:
@@ -246,6 +257,7 @@ class MatTA(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         compiled = self._state.compiled
+        self._state.training = bool(training)
         if compiled is None:
             raise ValueError("Call `MatTA.compile(optimizer, loss, ...)` before training.")
         labels, teacher_outputs, teacher_from_logits, sample_weight = checks.split_targets(
@@ -298,11 +310,39 @@ class MatTA(keras.Model):
                 total += weight * term(head, "kd_teacher", self.alpha_teacher,
                                        kd_teacher(teacher_outputs, logits, sample_weight))
             compiled.update_metrics(head, labels, logits, sample_weight)
+        if training and self.num_sampled_widths:
+            total += self._sampled_loss(x, labels, sample_weight, ta_target, teacher_outputs,
+                                        task, kd_ta, kd_teacher, gamma_t, term)
         return total
 
+    def _sampled_loss(self, x, labels, sample_weight, ta_target, teacher_outputs, task, kd_ta,
+                      kd_teacher, gamma_t, term):
+        """The Student terms of `num_sampled_widths` sub-networks at drawn widths.
+
+        Each draw weighs as one Student of weight 1; the logged terms are means over draws.
+        """
+        sums = {"task": 0.0, "kd_ta": 0.0, "kd_teacher": 0.0}
+        for _ in range(self.num_sampled_widths):
+            with self._width_draws.scope(self._width_seeds):
+                logits = checks.single_output(self.model(x, training=True), "sampled")
+            sums["task"] += task(labels, logits, sample_weight)
+            sums["kd_ta"] += kd_ta(ta_target, logits, sample_weight)
+            if teacher_outputs is not None:
+                sums["kd_teacher"] += kd_teacher(teacher_outputs, logits, sample_weight)
+        count = self.num_sampled_widths
+        total = term("sampled", "task", self.alpha, sums["task"] / count)
+        total += term("sampled", "kd_ta", gamma_t, sums["kd_ta"] / count)
+        if teacher_outputs is not None:
+            total += term("sampled", "kd_teacher", self.alpha_teacher, sums["kd_teacher"] / count)
+        return count * total
+
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        # Every metric was updated in `compute_loss`, where the Student logits exist.
-        return self.get_metrics_result()
+        # Every metric was updated in `compute_loss`, where the Student logits exist. Drawn
+        # sub-networks are a training device: `evaluate` does not run or report them.
+        results = self.get_metrics_result()
+        if not self._state.training:
+            results = {k: v for k, v in results.items() if not k.startswith("sampled_")}
+        return results
 
     def _kd_ta_weight(self, training):
         """`gamma(t)`, read from the optimizer's iterations so compiled steps see the live `t`."""
@@ -414,6 +454,7 @@ class MatTA(keras.Model):
             "temperature": self.temperature, "kd_warmup_steps": self.kd_warmup_steps,
             "student_weights": self.student_weights, "detach_ta": self.detach_ta,
             "strategy": self.strategy, "num_random_widths": self._sampler.num_random_widths,
+            "num_sampled_widths": self.num_sampled_widths,
             "seed": self.seed, "distillation": self.distillation,
         }
 

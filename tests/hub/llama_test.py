@@ -162,3 +162,38 @@ def test_keras_round_trip(ta, tmp_path):
     np.testing.assert_allclose(to_numpy(reloaded(x)), to_numpy(ta(x)), atol=1e-6)
     widths = ta.backbone.source_widths()
     np.testing.assert_allclose(_run(reloaded, x, widths), _run(ta, x, widths), atol=1e-6)
+
+
+def test_drawn_widths_equal_the_sliced_widths(ta):
+    """MatTA's drawn sub-networks (masks, whole GQA groups) compute what slicing computes."""
+    from keras_matta.layers.sampled_width import SampledWidth
+
+    x = _inputs()
+    blocks = keras_matta.widths.mat_layers(ta)
+    assert all(b.width_multiple("num_query_heads") == 3 for b in blocks)
+    widths = [{"intermediate_dim": 5, "num_query_heads": 3},
+              {"intermediate_dim": 16, "num_query_heads": 6}]
+    for block, width in zip(blocks, widths):
+        block._select_width({dim: SampledWidth(keras.ops.convert_to_tensor(value, "int32"))
+                             for dim, value in width.items()})
+    try:
+        drawn = to_numpy(ta(x))
+    finally:
+        for block in blocks:
+            block._select_width(None)
+    sliced = _run(ta, x, {b.name: w for b, w in zip(blocks, widths)})
+    np.testing.assert_allclose(drawn, sliced, rtol=1e-5, atol=1e-5)
+
+
+def test_matta_draws_whole_query_head_groups(ta):
+    from keras_matta.training import WidthDraws
+
+    student = {"intermediate_dim": 4, "num_query_heads": 3}
+    draws = WidthDraws(ta, [{b.name: student for b in keras_matta.widths.mat_layers(ta)}])
+    seeds = keras.random.SeedGenerator(0)
+    heads = set()
+    for _ in range(30):
+        with draws.scope(seeds) as selection:
+            for width in selection.selection.values():
+                heads.add(int(keras.ops.convert_to_numpy(width["num_query_heads"].count)))
+    assert heads == {3, 6, 9}
