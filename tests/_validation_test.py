@@ -7,6 +7,8 @@ import pytest
 
 from keras_matta._validation import is_fraction, is_int
 
+pytestmark = pytest.mark.backend_agnostic  # type checks of Python and NumPy values
+
 INTEGERS = [0, 4, -3, 2**70, np.int8(4), np.int32(4), np.int64(4), np.uint16(4)]
 FRACTIONS = [0.25, 1.0, -0.5, float("nan"), np.float16(0.5), np.float32(0.5), np.float64(1.0),
              fractions.Fraction(1, 4)]

@@ -11,6 +11,8 @@ import sys
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.backend_agnostic  # the study's pure-Python helpers
+
 STUDY_PATH = pathlib.Path(__file__).parents[1] / "benchmarks" / "majority_study.py"
 
 

@@ -31,6 +31,7 @@ def _subprocess(*args, timeout=600):
                           capture_output=True, timeout=timeout)
 
 
+@pytest.mark.backend_agnostic
 @pytest.mark.parametrize("command", SUBCOMMANDS)
 def test_help_lists_every_option(command, capsys):
     status, out, _ = _run_main([command, "--help"], capsys)
@@ -44,11 +45,13 @@ def test_help_lists_every_option(command, capsys):
     assert "example" in out
 
 
+@pytest.mark.backend_agnostic
 def test_top_level_help_names_the_subcommands(capsys):
     status, out, _ = _run_main(["--help"], capsys)
     assert status == 0 and all(c in out for c in SUBCOMMANDS) and "KERAS_BACKEND" in out
 
 
+@pytest.mark.backend_agnostic
 @pytest.mark.parametrize("argv", [
     ["fly"],                                                  # unknown subcommand
     ["demo", "--fast"],                                       # unknown option
@@ -62,6 +65,7 @@ def test_usage_errors_exit_2(argv, capsys):
     assert status == 2 and "error:" in err
 
 
+@pytest.mark.backend_agnostic
 def test_parse_widths():
     assert cli.parse_widths("0.25") == 0.25
     assert cli.parse_widths("64") == 64

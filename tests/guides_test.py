@@ -12,6 +12,7 @@ import sync_notebooks  # noqa: E402
 GUIDES = sync_notebooks.guide_paths()
 
 
+@pytest.mark.backend_agnostic
 @pytest.mark.parametrize("path", GUIDES, ids=os.path.basename)
 def test_notebook_is_in_sync_with_its_guide(path):
     target = sync_notebooks.notebook_path(path)
@@ -22,6 +23,7 @@ def test_notebook_is_in_sync_with_its_guide(path):
         )
 
 
+@pytest.mark.backend_agnostic
 def test_notebook_cells_follow_the_guide():
     notebook = sync_notebooks.notebook_for(GUIDES[0])
     kinds = [cell["cell_type"] for cell in notebook["cells"]]
@@ -43,6 +45,7 @@ SMOKE_BACKEND = {
 }
 
 
+@pytest.mark.backend_agnostic
 def test_every_guide_has_a_smoke_backend():
     assert sorted(SMOKE_BACKEND) == sorted(os.path.basename(path) for path in GUIDES)
 

@@ -12,6 +12,10 @@ import ast
 import graphlib
 import pathlib
 
+import pytest
+
+pytestmark = pytest.mark.backend_agnostic
+
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "keras_matta"
 
 

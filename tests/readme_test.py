@@ -34,6 +34,7 @@ def _python_blocks(markdown):
     return re.findall(r"```python\n(.*?)```", markdown, re.S)
 
 
+@pytest.mark.backend_agnostic
 def test_quick_start_is_at_most_15_lines():
     (block,) = _python_blocks(_section("Quick start"))
     assert len(block.strip().splitlines()) <= 15
@@ -60,6 +61,7 @@ def test_quick_start_runs_and_its_student_is_a_stock_model(tmp_path, monkeypatch
     assert accuracy > 0.85, accuracy  # chance is 0.1; five epochs reach about 0.92
 
 
+@pytest.mark.backend_agnostic
 def test_results_section_is_rendered_from_the_committed_run():
     payload = json.loads((ROOT / RESULTS).read_text())
     assert payload["mode"] == "full" and len(payload["rows"]) > 0
@@ -70,6 +72,7 @@ def test_results_section_is_rendered_from_the_committed_run():
         f"`python -m keras_matta.study.report {RESULTS} --readme README.md`")
 
 
+@pytest.mark.backend_agnostic
 def test_guides_and_supported_backends_are_linked():
     text = README.read_text()
     for guide in sorted((ROOT / "guides").glob("*.py")):

@@ -15,6 +15,8 @@ The Student trained alone is built by the same function at the Student's size, s
 same architecture as the Student nested in the TA (and is a Mat model at full width).
 """
 
+import math
+
 import keras
 from keras import ops
 
@@ -106,19 +108,38 @@ def build(kind, name, **kwargs):
 
 
 def student_kwargs(ta_kwargs, kind, fraction):
-    """The builder arguments of a lone Student equal in shape to the TA at `fraction`.
+    """The builder arguments of a lone model equal in shape to the TA at `fraction`.
 
-    Every nested dimension is scaled the way a float width spec scales it
-    (`round(fraction * full)`), so the lone Student and the nested one match parameter for
-    parameter.
+    Every nested dimension is scaled the way a float width spec scales it (`fraction * full`
+    rounded half up), so the lone model and the nested one match parameter for parameter.
+
+    Args:
+        ta_kwargs: the TA's builder arguments (`TaskConfig.ta`).
+        kind: `"digits"` or `"lm"`.
+        fraction: a width in (0, 1].
+
+    Returns:
+        Builder arguments for `build(kind, ...)`.
+
+    Example:
+
+    ```python
+    ta = dict(sequence_length=64, model_dim=64, num_layers=2, num_heads=4, intermediate_dim=256)
+    kwargs = student_kwargs(ta, "lm", 0.25)   # intermediate_dim 64, 1 head of size 16
+    lone = build("lm", name="separate_0_25", **kwargs)
+    ```
     """
+    def scaled(full):
+        # Half up, as the width specs resolve (Python's round() halves to even: 2.5 -> 2).
+        return math.floor(fraction * full + 0.5)
+
     kwargs = dict(ta_kwargs)
     if kind == "digits":
-        kwargs["hidden_units"] = round(fraction * ta_kwargs["hidden_units"])
+        kwargs["hidden_units"] = scaled(ta_kwargs["hidden_units"])
     else:
-        kwargs["intermediate_dim"] = round(fraction * ta_kwargs["intermediate_dim"])
+        kwargs["intermediate_dim"] = scaled(ta_kwargs["intermediate_dim"])
         if ta_kwargs.get("nested_heads", True):
-            kwargs["num_heads"] = round(fraction * ta_kwargs["num_heads"])
+            kwargs["num_heads"] = scaled(ta_kwargs["num_heads"])
             # Nested heads keep the TA's head size, d / H: so does the lone Student.
             kwargs["key_dim"] = ta_kwargs.get("key_dim") or (
                 ta_kwargs["model_dim"] // ta_kwargs["num_heads"]

@@ -8,6 +8,8 @@ import pytest
 
 from keras_matta.data import digits
 
+pytestmark = pytest.mark.backend_agnostic  # CSV parsing and NumPy splits
+
 
 @pytest.fixture(scope="module")
 def reference():

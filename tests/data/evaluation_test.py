@@ -34,11 +34,13 @@ class _Constant:
         return logits
 
 
+@pytest.mark.backend_agnostic
 def test_bits_per_byte_of_a_uniform_model_is_eight():
     x, y = shakespeare.byte_windows(shakespeare.load_bytes("test"), 32, max_windows=300)
     np.testing.assert_allclose(metrics.bits_per_byte(_Constant(), x, y), 8.0, rtol=1e-6)
 
 
+@pytest.mark.backend_agnostic
 def test_final_word_accuracy_of_an_oracle_and_of_a_babbler():
     text = shakespeare.load_play("macbeth")[:30_000]
     contexts, targets = final_word_examples(text, 48, max_examples=60)
@@ -49,6 +51,7 @@ def test_final_word_accuracy_of_an_oracle_and_of_a_babbler():
     assert metrics.final_word_accuracy(_Constant(ord(" ")), contexts, targets) == 0.0
 
 
+@pytest.mark.backend_agnostic
 def test_macro_auc_matches_pairwise_counting():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, 40)

@@ -8,6 +8,8 @@ import pytest
 
 from keras_matta.data import final_word, shakespeare
 
+pytestmark = pytest.mark.backend_agnostic  # text and NumPy byte windows
+
 MARKUP = set("*_#[]\\")
 
 

@@ -7,6 +7,8 @@ import pytest
 
 from keras_matta import data
 
+pytestmark = pytest.mark.backend_agnostic  # NumPy, files and tf.data, never Keras' backend
+
 
 def _rows(x, y):
     return sorted((xi.tobytes(), int(yi)) for xi, yi in zip(x, y))

@@ -105,6 +105,7 @@ def _logits(model, ids):
 # === Tests ===
 
 
+@pytest.mark.backend_agnostic
 def test_gguf_metadata_gives_the_smollm2_config(gguf_file):
     config = hub.gguf_loader.llama_config(gguf_file)
     assert config == {
@@ -158,6 +159,7 @@ def test_full_smollm2_student_continues_the_prompt_greedily(gguf_file, prompt_id
     np.testing.assert_allclose(_logits(hub.LogitsModel(student), sequence), loaded, atol=1e-4)
 
 
+@pytest.mark.backend_agnostic
 def test_bad_gguf_paths_name_the_argument(tmp_path):
     with pytest.raises(TypeError, match="`path` must be a str"):
         hub.load_gguf_llama(42)
@@ -169,6 +171,7 @@ def test_bad_gguf_paths_name_the_argument(tmp_path):
         hub.load_gguf_llama(str(junk))
 
 
+@pytest.mark.backend_agnostic
 def test_unpermute_inverts_llama_cpp_permutation():
     rows = np.arange(2 * 8 * 3, dtype="float32").reshape(16, 3)  # 2 heads of size 8
     # llama.cpp's convert_hf_to_gguf.py `permute` (HF -> GGUF).

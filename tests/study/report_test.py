@@ -7,6 +7,8 @@ import pytest
 
 from keras_matta.study import report
 
+pytestmark = pytest.mark.backend_agnostic  # tables and text from numbers
+
 ACCURACY = {  # (method, optimizer, width) -> accuracy of seeds 0, 1, 2
     ("teacher", "adam", "1"): (0.97, 0.97, 0.97),
     ("student", "adam", "1"): (0.90, 0.92, 0.91),
