@@ -7,15 +7,22 @@ Three presets per task (`preset(task, mode)`):
   finish in about 10 minutes on 2 CPU cores with the JAX backend.
 - `full`: the real study: longer training and 3 seeds (mean and spread); tens of minutes.
 
-Every run of a task (Student alone, Student distilled from the Teacher, MatTA), with Adam and
-with Shampoo, gets the same data in the same order, the same number of steps, batch size and
-learning-rate schedule. Nothing is tuned per method.
+Every run of a task (a model trained separately at each trained size of the family, the
+Student distilled from the Teacher, MatTA), with Adam and with Shampoo, gets the same data in
+the same order, the same number of steps, batch size and learning-rate schedule. Nothing is
+tuned per method.
+
+The family evaluated from the MatTA TA (`TaskConfig.family`): the trained widths
+(`student_widths` and the TA, 1.0), the `in_between` widths that are evaluated but never
+trained, and the per-layer Mix'n'Match `mixes`.
 """
 
 import dataclasses
 
 TASKS = ("digits", "lm")
 MODES = ("quick", "default", "full")
+# Midway between the trained widths 0.25, 0.5, 0.75 and 1.0 (default and full presets).
+_IN_BETWEEN = (0.375, 0.625, 0.875)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,18 +34,23 @@ class TaskConfig:
             Shakespeare).
         ta: builder arguments of the TA (`keras_matta.study.models.build`).
         teacher: builder arguments of the Teacher.
-        student_fraction: the Student is the TA at this width (every nested dimension).
+        student_fraction: the Student (of the main table: alone, KD, MatTA) is the TA at this
+            width (every nested dimension); one of `student_widths`.
+        student_widths: the uniform widths below 1 that MatTA trains as Students; with the TA
+            (1.0) they are the family's trained sizes, each also trained separately.
         steps: optimizer steps of every Student / KD / MatTA run.
         teacher_steps: optimizer steps of the Teacher.
         batch_size: examples (digits) or windows (lm) per step.
         learning_rate: peak learning rate of the warm-up + cosine schedule (Adam; Shampoo grafts
             Adam's step size, so the same value applies).
-        family: width specs extracted from the MatTA TA: uniform fractions and per-layer
-            Mix'n'Match dicts.
+        mixes: per-layer Mix'n'Match width dicts extracted from the MatTA TA.
+        in_between: uniform widths extracted from the MatTA TA but never trained: they show
+            whether the family interpolates between its trained widths.
         eval_windows: language model: evaluate bits per byte on at most this many windows of
             the split, spread over it (`None`: all).
         final_word_examples: language model: number of final-word examples.
-        temperature: distillation temperature (KD and MatTA).
+        temperature: distillation temperature of the classic-KD Student (MatTA runs at the
+            library's defaults: they are its recipe).
         kd_warmup_fraction: MatTA ramps the TA->Student term over this share of the steps.
         seeds: seeds of the Student/TA runs (the Teacher is trained once, with seed 0).
     """
@@ -51,12 +63,36 @@ class TaskConfig:
     teacher_steps: int
     batch_size: int
     learning_rate: float
-    family: tuple
+    student_widths: tuple
+    mixes: tuple = ()
+    in_between: tuple = ()
     eval_windows: int = None
     final_word_examples: int = 0
     temperature: float = 1.0
     kd_warmup_fraction: float = 0.1
     seeds: tuple = (0,)
+
+    def __post_init__(self):
+        for name in ("student_widths", "in_between"):
+            for width in getattr(self, name):
+                if not isinstance(width, float) or not 0.0 < width < 1.0:
+                    raise ValueError(
+                        f"`{name}` must hold fractions in (0, 1) (the TA, 1.0, is always in the "
+                        f"family); got {width!r} in {getattr(self, name)!r}.")
+        if self.student_fraction not in self.student_widths:
+            raise ValueError(
+                f"`student_fraction` ({self.student_fraction!r}) must be one of "
+                f"`student_widths` {self.student_widths!r}: it is a trained width of the family.")
+
+    @property
+    def trained_widths(self):
+        """The family's trained uniform widths, ascending: the Students' and the TA's (1.0)."""
+        return tuple(sorted(set(self.student_widths) | {1.0}))
+
+    @property
+    def family(self):
+        """Every width spec evaluated from the MatTA TA: uniform widths ascending, then mixes."""
+        return tuple(sorted(set(self.trained_widths) | set(self.in_between))) + self.mixes
 
     @property
     def sequence_length(self):
@@ -70,7 +106,6 @@ def _digits(mode):
     # The TA is 4x the Student's width (the Student: 32 hidden units per layer).
     hidden = {"quick": 64, "default": 128, "full": 128}[mode]
     student = 0.25
-    family = (student, 0.5, 1.0) if mode == "quick" else (student, 0.5, 0.75, 1.0)
     mixes = (
         {"hidden_1": 1.0, "hidden_2": student},
         {"hidden_1": student, "hidden_2": 1.0},
@@ -82,13 +117,16 @@ def _digits(mode):
         teacher={"hidden_units": {"quick": 128, "default": 1024, "full": 1024}[mode],
                  "num_layers": 2, "nested": False},
         student_fraction=student,
+        # Quick (CI) keeps two Students and one mix: every kind of row, the fewest compilations.
+        student_widths=(student, 0.5) if mode == "quick" else (student, 0.5, 0.75),
+        in_between=() if mode == "quick" else _IN_BETWEEN,
         steps={"quick": 40, "default": 600, "full": 1200}[mode],
         teacher_steps={"quick": 40, "default": 1200, "full": 2400}[mode],
         batch_size=64,
         learning_rate=1e-3,
         # tau = 1 (the KL between the served distributions). tau = 4 (Hinton et al.) was
         # tried on the validation split: KD and MatTA Students were worse with Adam and Shampoo.
-        family=family + (mixes[:1] if mode == "quick" else mixes),
+        mixes=mixes[:1] if mode == "quick" else mixes,
         seeds=(0, 1, 2) if mode == "full" else (0,),
     )
 
@@ -115,11 +153,12 @@ def _lm(mode):
         teacher_steps={"quick": 20, "default": 900, "full": 3000}[mode],
         batch_size=32,
         learning_rate=3e-3,
-        family=(student, 0.5, 1.0) if mode == "quick" else (
-            student, 0.5, 0.75, 1.0,
+        student_widths=(student,) if mode == "quick" else (student, 0.5, 0.75),
+        in_between=() if mode == "quick" else _IN_BETWEEN,
+        mixes=(
             {"block_1": 1.0, "block_2": student},
             {"block_1": student, "block_2": 1.0},
-        ),
+        )[: 1 if mode == "quick" else 2],
         eval_windows={"quick": 64, "default": 1024, "full": None}[mode],
         final_word_examples={"quick": 32, "default": 400, "full": 2000}[mode],
         seeds=(0, 1, 2) if mode == "full" else (0,),
