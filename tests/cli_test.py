@@ -140,10 +140,19 @@ def test_demo_quick_runs_the_real_pipeline(tmp_path):
     assert (out_dir / "quality_vs_params.png").stat().st_size > 10_000
     methods = {(r["method"], r["optimizer"]) for r in payload["rows"]}
     assert methods == {("teacher", "adam")} | {
-        (m, o) for m in ("student", "kd", "matta") for o in ("adam", "shampoo")}
+        (m, o) for m in ("separate", "kd", "matta") for o in ("adam", "shampoo")}
     for row in payload["rows"]:
-        assert row["params"] > 0 and row["flops"] > 0
+        assert row["params"] > 0 and row["flops"] > 0 and row["train_seconds"] >= 0
         assert 0.0 <= row["metrics"]["accuracy"] <= 1.0
-    # The table is printed, and the Teacher was cached: a second run reuses it.
+    # A separate model at every trained size of the family (quick: Students 0.25, 0.5 and the
+    # TA), each compared with its family member; the mix with the interpolated curve.
+    assert payload["settings"]["digits"]["trained_widths"] == [0.25, 0.5, 1.0]
+    separate = {r["label"] for r in payload["rows"] if r["method"] == "separate"}
+    assert separate == {"0.25", "0.5", "1"}
+    members = payload["family_vs_separate"]["digits"]["optimizers"]["adam"]["members"]
+    assert [m["label"] for m in members] == ["0.25", "0.5", "mix(hidden_1=1,hidden_2=0.25)", "1"]
+    assert {m["reference"] for m in members} == {"separate", "interpolated"}
+    # The tables are printed, and the Teacher was cached: a second run reuses it.
     assert "| Teacher" in result.stdout and "MatTA Student" in result.stdout
+    assert "vs separate training" in result.stdout and "Training seconds (shampoo)" in result.stdout
     assert len(list((cache / "teachers").glob("digits-*.keras"))) == 1

@@ -3,14 +3,17 @@
 For each task (digits, language model) and seed:
 
 1. the Teacher (a wider model) is trained once with Adam and cached on disk;
-2. for Adam and for Shampoo: the Student alone, the Student distilled from the Teacher, and
-   MatTA (TA and nested Student trained together, with the Teacher);
-3. the Mix'n'Match family is extracted from each MatTA TA with `keras_matta.extract` and every
-   model is evaluated on the held-out test split, with its parameters and FLOPs from
-   `keras_matta.cost`.
+2. for Adam and for Shampoo: a model trained separately at every trained size of the family
+   (the Students' widths and the TA's; the one at the Student's width is "the Student
+   alone"), the Student distilled from the Teacher, and MatTA (the TA and its nested Students
+   trained together, with the Teacher);
+3. the family (trained widths, in-between widths never trained, Mix'n'Match models) is
+   extracted from each MatTA TA with `keras_matta.extract`, and every model is evaluated on
+   the held-out test split, with its parameters and FLOPs from `keras_matta.cost`.
 
 Results: `results.json` (every measured row, the aggregate over seeds, the claims summary,
-the settings and the environment), `quality_vs_params.png`, and tables on the console.
+the family against separate training, the settings and the environment),
+`quality_vs_params.png`, and tables on the console.
 """
 
 import os
@@ -51,14 +54,19 @@ def evaluate(model, task_data, config, split, final_words=None):
     return result
 
 
-def _row(task, seed, method, optimizer, width, label, model_cost, metrics, seconds):
+def _row(task, seed, method, optimizer, width, label, model_cost, metrics, seconds, role=None):
     return {"task": task, "seed": seed, "method": method, "optimizer": optimizer,
-            "width": width, "label": label, "params": int(model_cost["params"]),
+            "width": width, "label": label, "role": role, "params": int(model_cost["params"]),
             "flops": int(model_cost["flops"]), "metrics": metrics, "train_seconds": seconds}
 
 
 def run_task(config, cache_dir, split="test", optimizers=runs.OPTIMIZERS, retrain_teacher=False):
-    """Runs the study of one task; returns its measured rows."""
+    """Runs the study of one task; returns its measured rows.
+
+    Every row has `train_seconds`: its own run's for the Teacher (0 when cached), a separate
+    model and the KD Student; for a family member, the one MatTA run's that trained the whole
+    family.
+    """
     print(f"\n=== {config.task}: loading data", flush=True)
     task_data = load_task(TASK_DATA[config.task])
     print(f"  {task_data.description}; sizes {task_data.sizes()}", flush=True)
@@ -75,13 +83,20 @@ def run_task(config, cache_dir, split="test", optimizers=runs.OPTIMIZERS, retrai
     for seed in config.seeds:
         for optimizer in optimizers:
             print(f"\n=== {config.task}, seed {seed}, {optimizer}", flush=True)
-            for method, train in (("student", runs.student), ("kd", runs.distilled_student)):
-                args = () if method == "student" else (teacher,)
-                model, result = train(task_data, config, optimizer, seed, *args)
-                rows.append(_row(config.task, seed, method, optimizer, None,
-                                 runs.METHOD_TITLES[method], keras_matta.cost(model),
-                                 evaluate(model, task_data, config, split, final_words),
-                                 result["seconds"]))
+            for fraction in config.trained_widths:
+                label = widths_lib.width_label(fraction)
+                model, result = runs.separate(task_data, config, optimizer, seed, fraction)
+                # Final-word accuracy (decoding: the slowest metric) only for the main table.
+                words = final_words if label == student_label else None
+                rows.append(_row(config.task, seed, "separate", optimizer, label, label,
+                                 keras_matta.cost(model),
+                                 evaluate(model, task_data, config, split, words),
+                                 result["seconds"], role="trained"))
+            model, result = runs.distilled_student(task_data, config, optimizer, seed, teacher)
+            rows.append(_row(config.task, seed, "kd", optimizer, None, runs.METHOD_TITLES["kd"],
+                             keras_matta.cost(model),
+                             evaluate(model, task_data, config, split, final_words),
+                             result["seconds"]))
             ta, result = runs.matta(task_data, config, optimizer, seed, teacher)
             rows.extend(_family_rows(ta, config, task_data, split, final_words, seed, optimizer,
                                      result["seconds"], student_label))
@@ -98,12 +113,15 @@ def _family_rows(ta, config, task_data, split, final_words, seed, optimizer, sec
                                 total=len(config.family))
         for spec in config.family:
             label = widths_lib.width_label(spec)
+            role = ("mix" if isinstance(spec, dict) else
+                    "trained" if spec in config.trained_widths else "in-between")
             model = keras_matta.extract(ta, spec)
-            # The MatTA run trains TA and Student together: its time is the Student's and TA's.
-            trained = seconds if label in (student_label, "1") else None
+            # Final-word accuracy only for the main table's MatTA Student and TA.
+            words = final_words if label in (student_label, "1") else None
             rows.append(_row(config.task, seed, "matta", optimizer, label, label,
                              keras_matta.cost(ta, spec),
-                             evaluate(model, task_data, config, split, final_words), trained))
+                             evaluate(model, task_data, config, split, words), seconds,
+                             role=role))
             progress.advance(bar)
     return rows
 
@@ -154,20 +172,20 @@ def run_demo(tasks=("digits", "lm"), mode="default", seeds=None, output_dir="mat
     for task, config in configs.items():
         rows.extend(run_task(config, cache_dir, split=split, retrain_teacher=retrain_teacher))
     results = report.aggregate(rows)
-    student_widths = {task: widths_lib.width_label(c.student_fraction)
-                      for task, c in configs.items()}
-    summaries = {task: report.summary(results, task, student_widths[task]) for task in configs}
+    summaries = {task: report.summary(results, task, widths_lib.width_label(c.student_fraction))
+                 for task, c in configs.items()}
     plot_path = output_dir / "quality_vs_params.png"
     report.plot(results, plot_path, split)
     payload = {
         "mode": mode, "split": split, "seconds": time.perf_counter() - start,
         "environment": environment(),
         "settings": {task: _settings(c) for task, c in configs.items()},
-        "summary": summaries, "results": results, "rows": rows,
+        "summary": summaries, "family_vs_separate": report.family_vs_separate(rows),
+        "results": results, "rows": rows,
     }
     report.write_json(output_dir / "results.json", payload)
     print()
-    report.print_tables(results, summaries, student_widths, split)
+    report.print_tables(payload)
     print(f"Wrote {output_dir / 'results.json'} and {plot_path} "
           f"({payload['seconds']:.0f} s, backend {keras.backend.backend()}).")
     return payload
@@ -177,5 +195,6 @@ def _settings(config):
     import dataclasses
 
     settings = dataclasses.asdict(config)
+    settings["trained_widths"] = list(config.trained_widths)
     settings["family"] = [widths_lib.width_label(spec) for spec in config.family]
     return settings

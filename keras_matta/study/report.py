@@ -1,7 +1,11 @@
-"""The study's report: measured rows aggregated over seeds, a table, a plot and a JSON file.
+"""The study's report: measured rows aggregated over seeds, tables, a plot and a JSON file.
 
 Every number comes from a row measured by `keras_matta.study.demo`; nothing is typed in.
 Gains are measured against the Student trained alone with Adam (same steps, same data).
+Each member of the family extracted from the MatTA TA is compared with separate training
+(`family_vs_separate`): with the model trained alone at its size, or, for sizes that were not
+trained separately (in-between widths, Mix'n'Match), with the linear interpolation in
+parameters between the two nearest separately trained sizes; differences are paired by seed.
 """
 
 import json
@@ -31,7 +35,8 @@ def aggregate(rows):
 
     Returns:
         A list of dicts with `mean` and `std` (0 for one seed) per metric, `seeds`, and the
-        `params`, `flops`, `train_seconds` (mean) of the group, in first-seen order.
+        `label`, `role`, `params`, `flops`, `train_seconds` (mean) of the group, in first-seen
+        order.
     """
     groups = {}
     for row in rows:
@@ -45,7 +50,8 @@ def aggregate(rows):
             metrics[name] = {"mean": float(values.mean()), "std": float(values.std())}
         results.append({
             "task": task, "method": method, "optimizer": optimizer, "width": width,
-            "label": members[0]["label"], "params": members[0]["params"],
+            "label": members[0]["label"], "role": members[0].get("role"),
+            "params": members[0]["params"],
             "flops": members[0]["flops"], "seeds": [m["seed"] for m in members],
             "train_seconds": float(np.mean([m.get("train_seconds") or 0.0 for m in members])),
             "metrics": metrics,
@@ -61,8 +67,16 @@ def _find(results, task, method, optimizer, width=None):
     return None
 
 
+def _student_alone(results, task, optimizer, student_width):
+    """The separately trained model at the Student's width (method `student` in older results)."""
+    return (_find(results, task, "separate", optimizer, student_width)
+            or _find(results, task, "student", optimizer))
+
+
 def summary(results, task, student_width):
     """The paper's claims, measured: gains over the Student alone with Adam.
+
+    The Student alone is the model trained separately at the Student's width.
 
     Returns:
         A dict of gains in the primary metric (positive is better), `None` where a run is
@@ -75,13 +89,17 @@ def summary(results, task, student_width):
         result = _find(results, task, method, optimizer, width)
         return None if result is None else result["metrics"][primary]["mean"]
 
-    base = value("student", "adam")
+    def alone(optimizer):
+        result = _student_alone(results, task, optimizer, student_width)
+        return None if result is None else result["metrics"][primary]["mean"]
+
+    base = alone("adam")
     out = {"metric": primary, "higher_is_better": higher, "baseline_student_adam": base}
     for optimizer in ("adam", "shampoo"):
-        for name, method, width in (("student", "student", None), ("kd", "kd", None),
+        for name, method, width in (("student", "separate", student_width), ("kd", "kd", None),
                                     ("matta_student", "matta", student_width),
                                     ("matta_ta", "matta", "1")):
-            measured = value(method, optimizer, width)
+            measured = alone(optimizer) if name == "student" else value(method, optimizer, width)
             gain = None if measured is None or base is None else sign * (measured - base)
             out[f"gain_{name}_{optimizer}"] = gain
     gains = [out["gain_matta_student_adam"], out["gain_student_shampoo"],
@@ -92,10 +110,229 @@ def summary(results, task, student_width):
     return out
 
 
-def _format(metric, stats):
+# === The family against separate training ===
+
+
+def interpolate(params, lower, upper):
+    """The value at `params` on the straight line between two `(params, value)` points.
+
+    Args:
+        params: where to read the line; between `lower[0]` and `upper[0]`.
+        lower: `(params, value)` of the smaller separately trained size.
+        upper: `(params, value)` of the larger one (may equal `lower`: its value is returned).
+
+    Returns:
+        The interpolated value.
+
+    Example:
+
+    ```python
+    interpolate(150, (100, 0.90), (200, 0.94))   # 0.92
+    ```
+    """
+    (x0, y0), (x1, y1) = lower, upper
+    if not x0 <= params <= x1:
+        raise ValueError(f"`params` ({params}) must lie between {x0} and {x1}.")
+    if x1 == x0:
+        return y0
+    return y0 + (params - x0) / (x1 - x0) * (y1 - y0)
+
+
+def paired_difference(family, reference):
+    """Family minus reference, paired by seed, over the seeds both have.
+
+    Args:
+        family: `{seed: value}` of the family member.
+        reference: `{seed: value}` of its separately trained reference.
+
+    Returns:
+        `{"mean", "std", "seeds"}` of the per-seed differences (`std` over seeds, 0 for one);
+        `None` when no seed is shared.
+
+    Example:
+
+    ```python
+    paired_difference({0: 0.92, 1: 0.95}, {0: 0.90, 1: 0.92})   # mean 0.025, std 0.005
+    ```
+    """
+    seeds = sorted(set(family) & set(reference))
+    if not seeds:
+        return None
+    differences = np.array([family[s] - reference[s] for s in seeds], dtype=float)
+    return {"mean": float(differences.mean()), "std": float(differences.std()), "seeds": seeds}
+
+
+def better_side(difference, higher_is_better):
+    """Which side wins: `"family"`, `"separate"`, or `"tie"` within one std of the difference.
+
+    Args:
+        difference: `{"mean", "std"}` of family minus separate (`paired_difference`).
+        higher_is_better: whether a larger metric is better (accuracy) or worse (bits/byte).
+
+    Returns:
+        `"tie"` when `|mean| <= std` (with one seed: only when equal), else the better side.
+
+    Example:
+
+    ```python
+    better_side({"mean": -0.05, "std": 0.01}, higher_is_better=False)   # "family"
+    ```
+    """
+    if abs(difference["mean"]) <= difference["std"]:
+        return "tie"
+    return "family" if (difference["mean"] > 0) == higher_is_better else "separate"
+
+
+def monotonicity(members, higher_is_better):
+    """Whether each untrained member is at least as good as its smaller trained neighbour.
+
+    The neighbour is the largest trained member (role `"trained"`) with fewer parameters;
+    members below every trained one are not checked. Means over seeds are compared.
+
+    Args:
+        members: dicts with `label`, `role`, `params` and `family` (`{"mean", "std"}`).
+        higher_is_better: the metric's direction.
+
+    Returns:
+        One dict per untrained member: `label`, `params`, `value`, `neighbour`,
+        `neighbour_params`, `neighbour_value`, `margin` (how much better than the neighbour,
+        in the metric's units; negative is worse) and `passed` (`None` without a neighbour).
+
+    Example:
+
+    ```python
+    monotonicity([
+        {"label": "0.25", "role": "trained", "params": 10, "family": {"mean": 0.90}},
+        {"label": "0.375", "role": "in-between", "params": 15, "family": {"mean": 0.89}},
+    ], higher_is_better=True)   # [{"label": "0.375", "passed": False, "margin": -0.01, ...}]
+    ```
+    """
+    sign = 1.0 if higher_is_better else -1.0
+    trained = sorted((m for m in members if m["role"] == "trained"), key=lambda m: m["params"])
+    checks = []
+    for member in members:
+        if member["role"] == "trained":
+            continue
+        smaller = [m for m in trained if m["params"] < member["params"]]
+        check = {"label": member["label"], "params": member["params"],
+                 "value": member["family"]["mean"], "neighbour": None, "neighbour_params": None,
+                 "neighbour_value": None, "margin": None, "passed": None}
+        if smaller:
+            neighbour = smaller[-1]
+            margin = sign * (member["family"]["mean"] - neighbour["family"]["mean"])
+            check.update(neighbour=neighbour["label"], neighbour_params=neighbour["params"],
+                         neighbour_value=neighbour["family"]["mean"], margin=margin,
+                         passed=margin >= 0)
+        checks.append(check)
+    return checks
+
+
+def _by_seed(rows, metric):
+    """`{label: {"params", "role", "values": {seed: metric}, "seconds": {seed: s}}}`."""
+    out = {}
+    for row in rows:
+        entry = out.setdefault(row["label"], {"params": row["params"], "role": row.get("role"),
+                                              "values": {}, "seconds": {}})
+        entry["values"][row["seed"]] = row["metrics"][metric]
+        entry["seconds"][row["seed"]] = row.get("train_seconds") or 0.0
+    return out
+
+
+def _reference(params, label, separate):
+    """`(kind, {seed: value}, between)` of the separate reference at `params`, or `None`s."""
+    if label in separate:
+        return "separate", separate[label]["values"], [label]
+    sizes = sorted(separate.items(), key=lambda item: item[1]["params"])
+    lower = [item for item in sizes if item[1]["params"] <= params]
+    upper = [item for item in sizes if item[1]["params"] >= params]
+    if not lower or not upper:
+        return None, {}, []  # outside the separately trained sizes: nothing to compare with
+    (lo_label, lo), (hi_label, hi) = lower[-1], upper[0]
+    seeds = set(lo["values"]) & set(hi["values"])
+    values = {s: interpolate(params, (lo["params"], lo["values"][s]),
+                             (hi["params"], hi["values"][s])) for s in seeds}
+    if lo is hi:
+        return "separate", values, [lo_label]
+    return "interpolated", values, [lo_label, hi_label]
+
+
+def _stats(values):
+    array = np.array(list(values), dtype=float)
+    return {"mean": float(array.mean()), "std": float(array.std())}
+
+
+def family_vs_separate(rows):
+    """Every family member extracted from the MatTA TA against separate training, per optimizer.
+
+    The reference of a member is the separately trained model with the same width label, else
+    the linear interpolation in parameters between the two nearest separately trained sizes
+    (per seed), else none (outside their range). Training compute: the separate side is the
+    sum of its runs' seconds, the family is its one MatTA run (the Teacher, shared and cached,
+    is counted on neither side); both are averaged over seeds.
+
+    Args:
+        rows: the demo's measured rows (`method` `"separate"` and `"matta"` are used).
+
+    Returns:
+        `{task: {"metric", "higher_is_better", "optimizers": {optimizer: {"members",
+        "monotonicity", "seconds"}}}}`. Each member: `label`, `role`, `params`, `family`
+        (`{"mean", "std"}` over seeds), `reference` (`"separate"`, `"interpolated"` or
+        `None`), `between` (the separate sizes used), `separate` (`{"mean", "std"}` of the
+        reference), `difference` (family minus separate, paired by seed: `{"mean", "std",
+        "seeds"}`) and `better` (`better_side`); members ascend in parameters. `seconds`:
+        `{"separate", "family", "separate_runs"}`.
+
+    Example:
+
+    ```python
+    data = family_vs_separate(payload["rows"])
+    data["digits"]["optimizers"]["adam"]["members"][0]["better"]   # "family"
+    ```
+    """
+    out = {}
+    for task, optimizer in dict.fromkeys((r["task"], r["optimizer"]) for r in rows
+                                         if r["method"] == "matta"):
+        primary, higher, _ = METRICS[task]
+
+        def select(method):
+            return _by_seed([r for r in rows if (r["task"], r["method"], r["optimizer"])
+                             == (task, method, optimizer)], primary)
+
+        family, separate = select("matta"), select("separate")
+        members = []
+        for label, entry in sorted(family.items(), key=lambda item: item[1]["params"]):
+            kind, reference, between = _reference(entry["params"], label, separate)
+            difference = paired_difference(entry["values"], reference) if kind else None
+            members.append({
+                "label": label, "role": entry["role"], "params": entry["params"],
+                "family": _stats(entry["values"].values()), "reference": kind,
+                "between": between,
+                "separate": _stats(reference.values()) if reference else None,
+                "difference": difference,
+                "better": better_side(difference, higher) if difference else None,
+            })
+        seeds = sorted({s for e in family.values() for s in e["seconds"]})
+        seconds = {
+            "separate": float(np.mean([sum(e["seconds"].get(s, 0.0) for e in separate.values())
+                                       for s in seeds])),
+            # One MatTA run trains the whole family: every member's row carries its seconds.
+            "family": float(np.mean([max(e["seconds"].get(s, 0.0) for e in family.values())
+                                     for s in seeds])),
+            "separate_runs": sorted(separate, key=lambda label: separate[label]["params"]),
+        }
+        task_out = out.setdefault(task, {"metric": primary, "higher_is_better": higher,
+                                         "optimizers": {}})
+        task_out["optimizers"][optimizer] = {
+            "members": members, "monotonicity": monotonicity(members, higher),
+            "seconds": seconds,
+        }
+    return out
+
+
+def _format(metric, stats, signed=False):
     mean, std = stats["mean"], stats["std"]
     digits = 3 if metric == "bits_per_byte" else 4
-    text = f"{mean:.{digits}f}"
+    text = f"{mean:{'+' if signed else ''}.{digits}f}"
     return text + (f" ± {std:.{digits}f}" if std > 0 else "")
 
 
@@ -113,13 +350,14 @@ def table_rows(results, task, student_width):
               METRIC_TITLES[primary]] + [METRIC_TITLES[m] for m in secondary] + ["train s"]
     order = [("teacher", "adam", None)] + [
         (method, optimizer, width)
-        for method, width in (("student", None), ("kd", None), ("matta", student_width),
-                              ("matta", "1"))
+        for method, width in (("separate", student_width), ("kd", None),
+                              ("matta", student_width), ("matta", "1"))
         for optimizer in ("adam", "shampoo")
     ]
     rows = []
     for method, optimizer, width in order:
-        result = _find(results, task, method, optimizer, width)
+        result = (_student_alone(results, task, optimizer, width) if method == "separate"
+                  else _find(results, task, method, optimizer, width))
         if result is None:
             continue
         title = METHOD_TITLES["matta_ta" if method == "matta" and width == "1" else method]
@@ -143,6 +381,66 @@ def family_rows(results, task):
     return header, rows
 
 
+def family_table(data, task):
+    """`(header, rows)`: each family member against separate training, per optimizer.
+
+    Args:
+        data: `family_vs_separate(rows)`.
+        task: the task whose table is made.
+    """
+    metric = data[task]["metric"]
+    header = ["family member", "role", "optimizer", "params", f"family {METRIC_TITLES[metric]}",
+              "trained separately", "family − separate", "better",
+              "vs smaller trained width"]
+    rows = []
+    for optimizer, side in data[task]["optimizers"].items():
+        checks = {check["label"]: check for check in side["monotonicity"]}
+        for m in side["members"]:
+            if m["reference"] is None:
+                reference, difference = "n/a (outside the trained sizes)", "n/a"
+            else:
+                reference = _format(metric, m["separate"]) + (
+                    f" (interpolated {'–'.join(m['between'])})"
+                    if m["reference"] == "interpolated" else "")
+                difference = _format(metric, m["difference"], signed=True)
+            rows.append([m["label"], m["role"], optimizer, _count(m["params"]),
+                         _format(metric, m["family"]), reference, difference,
+                         m["better"] or "n/a", _check_text(metric, checks.get(m["label"]))])
+    return header, rows
+
+
+def _check_text(metric, check):
+    if check is None:
+        return "—"  # a trained width: compared with separate training only
+    if check["passed"] is None:
+        return "n/a (no smaller trained width)"
+    value = _format(metric, {"mean": check["neighbour_value"], "std": 0.0})
+    return f"{'pass' if check['passed'] else 'FAIL'} ({check['neighbour']}: {value})"
+
+
+def _family_text(task_data):
+    """Per optimizer: the tally of `family_table` and each side's training seconds."""
+    lines = []
+    for optimizer, side in task_data["optimizers"].items():
+        tally = {key: sum(m["better"] == key for m in side["members"])
+                 for key in ("family", "tie", "separate")}
+        checked = [c for c in side["monotonicity"] if c["passed"] is not None]
+        seconds = side["seconds"]
+        ratio = seconds["family"] / seconds["separate"] if seconds["separate"] else float("nan")
+        lines += [
+            f"Family vs separate training ({optimizer}): family better at {tally['family']}, "
+            f"tie at {tally['tie']}, separate better at {tally['separate']} of "
+            f"{sum(tally.values())} sizes; monotone in parameters: "
+            f"{sum(c['passed'] for c in checked)} of {len(checked)} untrained members pass.",
+            f"  Training seconds ({optimizer}): separately, {len(seconds['separate_runs'])} runs "
+            f"({', '.join(seconds['separate_runs'])}): {seconds['separate']:.0f} s; the family, "
+            f"one MatTA run: {seconds['family']:.0f} s ({ratio:.2f}x).",
+        ]
+    lines.append("  The Teacher is trained once, cached, and shared by KD and MatTA: its "
+                 "training counts on neither side (MatTA's seconds include its forward passes).")
+    return "\n".join(lines) + "\n"
+
+
 def markdown_table(header, rows):
     """A Markdown pipe table, columns padded to their widest cell (never wrapped)."""
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
@@ -154,24 +452,40 @@ def markdown_table(header, rows):
                      + [line(row) for row in rows])
 
 
-def _task_sections(results, summaries, student_widths, split):
-    """Per task: `(main table title, table)`, `(family table title, table)` and the claims."""
-    for task in summaries:
-        tables = (
-            (f"{TASK_TITLES[task]}: Students, KD and MatTA ({split} split)",
-             markdown_table(*table_rows(results, task, student_widths[task]))),
-            (f"{TASK_TITLES[task]}: Mix'n'Match models extracted from the MatTA TA "
-             f"({split} split)", markdown_table(*family_rows(results, task))),
-        )
-        yield tables, _summary_text(summaries[task])
+def _task_sections(payload):
+    """Per task: `[(title, table), ...]` and the text block (claims, family tally, seconds).
+
+    Results written before `family_vs_separate` existed keep their Mix'n'Match table.
+    """
+    results, split = payload["results"], payload["split"]
+    family = payload.get("family_vs_separate")
+    for task, claims in payload["summary"].items():
+        student_width = width_label(payload["settings"][task]["student_fraction"])
+        tables = [(f"{TASK_TITLES[task]}: Students, KD and MatTA ({split} split)",
+                   markdown_table(*table_rows(results, task, student_width)))]
+        text = _summary_text(claims)
+        if family is None:
+            tables.append((f"{TASK_TITLES[task]}: Mix'n'Match models extracted from the MatTA "
+                           f"TA ({split} split)", markdown_table(*family_rows(results, task))))
+        else:
+            tables.append((f"{TASK_TITLES[task]}: the family extracted from the MatTA TA vs "
+                           f"separate training ({split} split)",
+                           markdown_table(*family_table(family, task))))
+            text += _family_text(family[task])
+        yield tables, text
 
 
-def print_tables(results, summaries, student_widths, split="test"):
-    """Prints the main and Mix'n'Match tables of every task, then the measured claims."""
-    for tables, claims in _task_sections(results, summaries, student_widths, split):
+def print_tables(payload):
+    """Prints every task's tables, then its claims, family tally and training seconds.
+
+    Args:
+        payload: the JSON payload of `run_demo` (`results`, `summary`, `settings`, `split`,
+            and `family_vs_separate`).
+    """
+    for tables, text in _task_sections(payload):
         for title, table in tables:
             print(f"\n{title}\n\n{table}")
-        print("\n" + claims)
+        print("\n" + text)
 
 
 README_BEGIN = "<!-- demo results: generated, do not edit -->"
@@ -188,8 +502,6 @@ def readme_section(payload, source):
     Returns:
         Markdown between `README_BEGIN` and `README_END`, markers included.
     """
-    student_widths = {task: width_label(payload["settings"][task]["student_fraction"])
-                      for task in payload["summary"]}
     seeds = sorted({seed for result in payload["results"] for seed in result["seeds"]})
     environment = payload["environment"]
     command = "keras-matta demo" + ("" if payload["mode"] == "default" else f" --{payload['mode']}")
@@ -201,12 +513,10 @@ def readme_section(payload, source):
         f"[`{source}`]({source}); this section is generated from it by "
         f"`python -m keras_matta.study.report {source} --readme README.md`.",
     ]
-    sections = _task_sections(payload["results"], payload["summary"], student_widths,
-                              payload["split"])
-    for tables, claims in sections:
+    for tables, text in _task_sections(payload):
         for title, table in tables:
             lines += ["", f"**{title}**", "", table]
-        lines += ["", "```text", claims.rstrip("\n"), "```"]
+        lines += ["", "```text", text.rstrip("\n"), "```"]
     return "\n".join(lines + [README_END])
 
 

@@ -1,4 +1,4 @@
-"""The study's training runs: the cached Teacher, the lone Student, classic KD and MatTA.
+"""The study's training runs: the cached Teacher, separately trained models, classic KD, MatTA.
 
 Every run of a task and seed sees the same batches in the same order (`batches`), for the same
 number of steps, with the same warm-up + cosine learning-rate schedule; Adam and Shampoo differ
@@ -21,12 +21,14 @@ from keras_matta.optimizers import Shampoo
 from keras_matta.study import models as models_lib
 from keras_matta.study.distiller import Distiller
 from keras_matta.training import MatTA
+from keras_matta.widths import width_label
 
 OPTIMIZERS = ("adam", "shampoo")
-METHODS = ("student", "kd", "matta")
+METHODS = ("separate", "kd", "matta")
 METHOD_TITLES = {
     "teacher": "Teacher",
-    "student": "Student alone",
+    "separate": "Student alone",  # the separately trained model at the Student's width
+    "student": "Student alone",  # the same row in results written before `separate` existed
     "kd": "Student <- Teacher (KD)",
     "matta": "MatTA Student",
     "matta_ta": "MatTA TA",
@@ -142,28 +144,52 @@ def teacher(task_data, config, cache_dir, retrain=False):
     return model, {"cached": False, "seconds": seconds, "path": str(path)}
 
 
-# === Student alone, KD, MatTA ===
+# === Separately trained models, KD, MatTA ===
 
 
-def _new_student(config, seed, name):
-    """A freshly initialized stand-alone Student (the TA's architecture at the Student's width)."""
+def _new_model(config, seed, fraction, name):
+    """A freshly initialized model of the TA's architecture at `fraction` of its width."""
     keras.utils.set_random_seed(seed)
-    kwargs = models_lib.student_kwargs(config.ta, config.task, config.student_fraction)
+    kwargs = models_lib.student_kwargs(config.ta, config.task, fraction)
     return models_lib.build(config.task, name=f"{config.task}_{name}", **kwargs)
 
 
-def student(task_data, config, optimizer, seed):
-    """The Student trained alone on the labels."""
-    model = _new_student(config, seed, "student")
+def separate(task_data, config, optimizer, seed, fraction):
+    """A model of the TA's architecture at `fraction`, trained alone on the labels.
+
+    The reference for the family member of the same size: the same batches, steps and
+    schedule as the MatTA run of this seed. At `config.student_fraction` it is the Student
+    trained alone.
+
+    Args:
+        task_data: the task's data (`keras_matta.data.load_task`).
+        config: the task's `TaskConfig`.
+        optimizer: `"adam"` or `"shampoo"`.
+        seed: seeds the initialization and the data order.
+        fraction: the width in (0, 1] (1.0: the TA's size).
+
+    Returns:
+        `(model, {"seconds": float, "logs": dict})`.
+
+    Example:
+
+    ```python
+    model, info = separate(task_data, preset("digits", "quick"), "adam", 0, 0.5)
+    ```
+    """
+    if not isinstance(fraction, float) or not 0.0 < fraction <= 1.0:
+        raise ValueError(f"`fraction` must be a float in (0, 1]; got {fraction!r}.")
+    label = width_label(fraction)
+    model = _new_model(config, seed, fraction, f"separate_{label.replace('.', '_')}")
     compile_model(model, make_optimizer(optimizer, config, config.steps), config)
     seconds, logs = fit(model, task_data, config, seed, config.steps,
-                        f"Student alone ({optimizer})")
+                        f"Separate, width {label} ({optimizer})")
     return model, {"seconds": seconds, "logs": logs}
 
 
 def distilled_student(task_data, config, optimizer, seed, teacher_model):
     """The Student trained on labels and the Teacher's logits (classic KD)."""
-    model = _new_student(config, seed, "kd_student")
+    model = _new_model(config, seed, config.student_fraction, "kd_student")
     distiller = Distiller(model, teacher_model, temperature=config.temperature)
     compile_model(distiller, make_optimizer(optimizer, config, config.steps), config)
     seconds, logs = fit(distiller, task_data, config, seed, config.steps,
@@ -172,17 +198,21 @@ def distilled_student(task_data, config, optimizer, seed, teacher_model):
 
 
 def matta(task_data, config, optimizer, seed, teacher_model):
-    """The TA and its nested Student trained together with the Teacher (MatTA); returns the TA."""
+    """The TA and its nested Students trained together with the Teacher (MatTA); returns the TA.
+
+    Only the Students' widths, the Teacher and the warm-up are set: every other argument is
+    the library's default, because the defaults are the recipe a user gets.
+    """
     keras.utils.set_random_seed(seed)
     ta = models_lib.build(config.task, name=f"{config.task}_ta", **config.ta)
     trainer = MatTA(
-        ta, student_widths=[config.student_fraction], teacher=teacher_model,
-        temperature=config.temperature,
+        ta, student_widths=list(config.student_widths), teacher=teacher_model,
         kd_warmup_steps=int(config.kd_warmup_fraction * config.steps), seed=seed,
     )
     compile_model(trainer, make_optimizer(optimizer, config, config.steps), config)
+    students = ", ".join(width_label(w) for w in config.student_widths)
     seconds, logs = fit(trainer, task_data, config, seed, config.steps,
-                        f"MatTA: TA + Student ({optimizer})")
+                        f"MatTA: TA + Students {students} ({optimizer})")
     return ta, {"seconds": seconds, "logs": logs}
 
 
