@@ -555,45 +555,81 @@ def _summary_text(s):
 
 
 def plot(results, path, split="test"):
-    """Quality against parameters: the extracted family against the separately trained ones."""
+    """Quality against parameters: the family extracted from the MatTA TA vs separate training.
+
+    One panel per task (rows) and optimizer (columns): the separately trained sizes as a line
+    with error bars (the x axis is linear, so the line is the interpolated reference of the
+    family table), the family's trained widths as filled circles, its in-between widths
+    (hollow circles) and Mix'n'Match models (hollow diamonds), each labelled.
+
+    Args:
+        results: `aggregate(rows)`.
+        path: the image file to write (PNG).
+        split: the evaluated split, named in the titles.
+
+    Example:
+
+    ```python
+    plot(payload["results"], "quality_vs_params.png")
+    ```
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
-    tasks = list(dict.fromkeys(r["task"] for r in results))
-    figure, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.8), squeeze=False)
-    colors = {"adam": "tab:blue", "shampoo": "tab:orange"}
-    for axis, task in zip(axes[0], tasks):
+    tasks = list(dict.fromkeys(r["task"] for r in results if r["method"] == "matta"))
+    optimizers = list(dict.fromkeys(r["optimizer"] for r in results if r["method"] == "matta"))
+    figure, axes = plt.subplots(len(tasks), len(optimizers), squeeze=False, sharey="row",
+                                figsize=(6.4 * len(optimizers), 4.6 * len(tasks)))
+    for row, task in enumerate(tasks):
         primary, higher, _ = METRICS[task]
+        for axis, optimizer in zip(axes[row], optimizers):
+            def points(method, roles=None):
+                return sorted((r for r in results if (r["task"], r["method"], r["optimizer"])
+                               == (task, method, optimizer)
+                               and (roles is None or r.get("role") in roles)),
+                              key=lambda r: r["params"])
 
-        def points(method, optimizer):
-            return [r for r in results if r["task"] == task and r["method"] == method
-                    and r["optimizer"] == optimizer]
-
-        for optimizer, color in colors.items():
-            family = points("matta", optimizer)
-            uniform = sorted((r for r in family if not r["label"].startswith("mix")),
-                             key=lambda r: r["params"])
-            mixes = [r for r in family if r["label"].startswith("mix")]
-            _errorbar(axis, uniform, primary, color, "o-",
-                      f"MatTA family, uniform widths ({optimizer})")
-            _errorbar(axis, mixes, primary, color, "D", f"MatTA Mix'n'Match ({optimizer})",
-                      fill="none")
-            _errorbar(axis, points("student", optimizer), primary, color, "x",
-                      f"Student alone ({optimizer})", size=10)
-            _errorbar(axis, points("kd", optimizer), primary, color, "^",
-                      f"Student <- Teacher KD ({optimizer})")
-        _errorbar(axis, points("teacher", "adam"), primary, "black", "*", "Teacher", size=12)
-        axis.set_xscale("log")
-        axis.set_xlabel("parameters")
-        axis.set_ylabel(f"{METRIC_TITLES[primary]} ({'higher' if higher else 'lower'} is better)")
-        axis.set_title(f"{TASK_TITLES[task]}, {split} split")
-        axis.grid(True, alpha=0.3)
-        axis.legend(fontsize=7)
+            _errorbar(axis, points("separate"), primary, "0.35", "s-", "trained separately")
+            family = "tab:blue" if optimizer == "adam" else "tab:orange"
+            _errorbar(axis, points("matta", ("trained",)), primary, family, "o--",
+                      "family: trained widths", size=7)
+            _errorbar(axis, points("matta", ("in-between",)), primary, family, "o",
+                      "family: in-between widths (not trained)", fill="none", size=7)
+            _errorbar(axis, points("matta", ("mix",)), primary, family, "D",
+                      "family: Mix'n'Match (not trained), per-layer widths", fill="none",
+                      size=7)
+            axis.margins(x=0.06)
+            axis.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: _count(int(x))))
+            _label_points(axis, points("matta"), primary, family)
+            axis.set_xlabel("parameters")
+            axis.set_title(f"{TASK_TITLES[task]}: {optimizer}, {split} split", fontsize=10)
+            axis.grid(True, alpha=0.3)
+            axis.legend(fontsize=7)
+        axes[row][0].set_ylabel(
+            f"{METRIC_TITLES[primary]} ({'higher' if higher else 'lower'} is better)")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def _label_points(axis, results, metric, color):
+    """Labels each point with its width; mixes by their per-layer widths (`mix 1, 0.25`)."""
+    low, high = axis.get_xlim()
+    for r in results:
+        text = r["label"]
+        if text.startswith("mix("):  # mix(block_1=1,block_2=0.25): the widths, in layer order
+            text = "mix " + ", ".join(part.partition("=")[2] or part
+                                      for part in text[4:-1].split(","))
+        # Right of the point, or left of it near the right edge, so no label leaves the panel.
+        right = r["params"] < low + 0.75 * (high - low)
+        axis.annotate(text, (r["params"], r["metrics"][metric]["mean"]), fontsize=7,
+                      color=color, textcoords="offset points", xytext=(5 if right else -5, 4),
+                      ha="left" if right else "right",
+                      bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "alpha": 0.7,
+                            "edgecolor": "none"})
 
 
 def _errorbar(axis, results, metric, color, style, label, fill=None, size=6):

@@ -183,3 +183,9 @@ def test_family_table_and_text_show_the_numbers():
             ) in text
     assert "separately, 3 runs (0.25, 0.5, 1): 8 s; the family, one MatTA run: 7 s (0.82x)" in text
 
+
+def test_plot_writes_a_png(tmp_path):
+    path = tmp_path / "quality_vs_params.png"
+    report.plot(report.aggregate(_rows()), path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert path.stat().st_size > 10_000
