@@ -5,6 +5,7 @@ import itertools
 
 import keras
 import numpy as np
+import pytest
 
 from keras_matta.data import final_word_examples, shakespeare
 from keras_matta.study import metrics
