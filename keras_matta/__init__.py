@@ -5,6 +5,9 @@ Student nested inside it as a prefix of its kernels, trained together with a com
 distillation loss; `extract` turns any width into a standalone model of stock Keras layers.
 """
 
+# First, before the imports below load Keras (and with it TensorFlow): when the package runs as
+# a command, this quiets TensorFlow's native start-up logs (see keras_matta/_startup.py).
+from keras_matta import _startup  # noqa: F401
 from keras_matta import callbacks
 from keras_matta import data
 from keras_matta import distribution

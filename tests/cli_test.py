@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -128,6 +129,22 @@ def test_console_entry_point_exits_2_without_traceback(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("keras-matta evaluate: error:")
+
+
+@pytest.mark.backend_agnostic  # always TensorFlow: its native start-up logs are the point
+def test_the_command_prints_no_tensorflow_startup_logs(tmp_path):
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    env["KERAS_BACKEND"] = "tensorflow"  # the backend that loads TensorFlow with Keras
+    script = shutil.which("keras-matta", path=os.path.dirname(sys.executable))
+    launchers = [[sys.executable, "-m", "keras_matta"]] + ([[script]] if script else [])
+    for launcher in launchers:
+        result = subprocess.run(
+            [*launcher, "evaluate", "--model", str(tmp_path / "none.keras"), "--task", "lm"],
+            env=env, text=True, capture_output=True, timeout=300)
+        assert result.returncode == 2
+        # Only the command's own line: no cpu_feature_guard, oneDNN or CUDA notices before it.
+        assert len(result.stderr.splitlines()) == 1, result.stderr
+        assert result.stderr.startswith("keras-matta evaluate: error:")
 
 
 @pytest.mark.slow

@@ -1,0 +1,53 @@
+"""Quiet native start-up logs when this package runs as a command (internal).
+
+TensorFlow (Keras' TensorFlow backend; `tf.data`, TensorFlow Datasets and keras-hub on any
+backend) and XLA print C++ log lines while they load: CPU-feature and oneDNN notices, "Could not
+find cuda drivers", cuDNN factory registrations. A command's output should start with its own
+lines. The native libraries read their log level from the environment once, when they load, so
+it must be set before the first `import keras`, and `keras_matta/__init__.py` imports Keras
+before `cli.py` (or any other module run with `python -m`) executes: the package imports this
+module first, which sets the level for commands only. A value the user set is kept; a library
+import (`import keras_matta` in a script or notebook) changes nothing.
+"""
+
+import os
+import pathlib
+import sys
+
+# Level 3 hides errors too: the start-up "errors" on GPU machines (cuDNN/cuBLAS factories
+# registered twice) are noise, and real failures reach the command as Python exceptions.
+QUIET_ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "3"}
+
+# The console script (`keras-matta`; `keras-matta-script.py` next to the launcher on Windows).
+SCRIPT_NAMES = ("keras-matta", "keras-matta-script")
+
+
+def launched_as_command(argv=None):
+    """Whether this process runs `keras-matta` or `python -m keras_matta[.module]`.
+
+    Args:
+        argv: the argument vector to judge; defaults to `sys.argv`, read while the package is
+            being imported.
+
+    Returns:
+        `True` for the console script, and for `python -m` of a module of this package: Python
+        imports the package while it locates that module, when `sys.argv[0]` is still `"-m"`.
+    """
+    argv = sys.argv if argv is None else argv
+    first = argv[0] if argv else ""
+    return first == "-m" or pathlib.PurePath(first).stem in SCRIPT_NAMES
+
+
+def quiet_native_logs(environ=None):
+    """Sets the quiet log levels in `environ` (default `os.environ`), keeping any value set.
+
+    Args:
+        environ: the mapping to update.
+    """
+    environ = os.environ if environ is None else environ
+    for name, value in QUIET_ENVIRONMENT.items():
+        environ.setdefault(name, value)
+
+
+if launched_as_command():
+    quiet_native_logs()
