@@ -191,3 +191,25 @@ def test_extract_matches_and_counts(case):
         )
         assert stock.count_params() == keras_matta.cost(model, spec)["params"]
         assert keras_matta.cost(stock) == keras_matta.cost(model, spec)
+
+
+def test_drawn_width_equals_the_sliced_width(case):
+    """MatTA's drawn sub-networks run a width as a mask: the same outputs, zeros past it."""
+    from keras_matta.layers.sampled_width import SampledWidth
+
+    model = case.model()
+    x = case.data()
+    layer = layer_of(model)
+    for width in case.widths:
+        resolved = layer.resolve_width(width)
+        if not resolved:
+            continue
+        expected = outputs_at(model, x, width)
+        layer._select_width({dim: SampledWidth(keras.ops.convert_to_tensor(value, "int32"))
+                             for dim, value in resolved.items()})
+        try:
+            drawn = to_numpy(model(x))
+        finally:
+            layer._select_width(None)
+        np.testing.assert_allclose(drawn[..., :expected.shape[-1]], expected, atol=1e-5)
+        assert not drawn[..., expected.shape[-1]:].any()

@@ -76,7 +76,7 @@ def _value_and_gradients(model, x, scope):
                 with keras.StatelessScope(state_mapping=mapping):
                     return ops.sum(ops.square(model(x)))
 
-            value, grads = jax.value_and_grad(loss)(values)
+            value, grads = jax.jit(jax.value_and_grad(loss))(values)
     to_numpy = lambda t: np.zeros(v.shape) if t is None else ops.convert_to_numpy(t)  # noqa: E731
     return float(ops.convert_to_numpy(value)), [
         to_numpy(g) for g, v in zip(grads, variables)
