@@ -31,7 +31,6 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import keras
-import numpy as np
 
 import keras_matta
 

@@ -12,7 +12,7 @@ On every backend the result of a data-parallel step equals the single-device ste
 whole batch (up to float summation order): the loss is a mean over the batch, so the mean of
 the replicas' gradients (each the gradient of its shard's mean) is the whole batch's gradient
 when the shards are equally large.
-"""
+"""  # noqa: E501 (a Markdown table: its rows cannot wrap)
 
 import re
 
@@ -519,7 +519,9 @@ def _check_patterns(arg, patterns):
         try:
             re.compile(pattern)
         except re.error as error:
-            raise ValueError(f"`{arg}` has an invalid regular expression {pattern!r}: {error}.")
+            raise ValueError(
+                f"`{arg}` has an invalid regular expression {pattern!r}: {error}."
+            ) from error
     return list(patterns or ())
 
 

@@ -7,7 +7,8 @@ because that module finds a model's Mat layers and so imports the layers itself.
 
 import math
 
-from keras_matta._validation import is_fraction, is_int
+from keras_matta._validation import is_fraction
+from keras_matta._validation import is_int
 
 
 def resolve_layer_width(layer_name, nested_dims, spec, primary=None):

@@ -175,7 +175,8 @@ class _Distillation(keras.losses.Loss):
     def __init__(self, temperature=1.0, from_logits=True, teacher_from_logits=None, **kwargs):
         super().__init__(**kwargs)
         self.temperature = _check_temperature(temperature)
-        for name, value in (("from_logits", from_logits), ("teacher_from_logits", teacher_from_logits)):
+        flags = (("from_logits", from_logits), ("teacher_from_logits", teacher_from_logits))
+        for name, value in flags:
             if value is not None and not isinstance(value, bool):
                 raise TypeError(f"`{name}` must be a bool; got {value!r}.")
         self.from_logits = from_logits

@@ -17,7 +17,8 @@ static shapes.
 
 import keras
 
-from keras_matta._validation import is_fraction, is_int
+from keras_matta._validation import is_fraction
+from keras_matta._validation import is_int
 from keras_matta.layers.mat_layer import MatLayer
 
 

@@ -5,7 +5,8 @@ import fractions
 import numpy as np
 import pytest
 
-from keras_matta._validation import is_fraction, is_int
+from keras_matta._validation import is_fraction
+from keras_matta._validation import is_int
 
 pytestmark = pytest.mark.backend_agnostic  # type checks of Python and NumPy values
 

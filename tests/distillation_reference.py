@@ -15,6 +15,6 @@ def softmax_kl(t, s, tau):
 
 
 def bernoulli_kl(t, s, tau):
-    """tau^2 times the mean over outputs of the Bernoulli KL of sigmoid(t / tau), sigmoid(s / tau)."""
+    """tau^2 times the mean over outputs of the Bernoulli KL of sigmoid(t/tau), sigmoid(s/tau)."""
     p, q = 1 / (1 + np.exp(-t / tau)), 1 / (1 + np.exp(-s / tau))
     return tau**2 * (p * np.log(p / q) + (1 - p) * np.log((1 - p) / (1 - q))).mean(-1)

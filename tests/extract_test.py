@@ -1,7 +1,8 @@
 import keras
 import numpy as np
 import pytest
-from helpers import run_python, to_numpy
+from helpers import run_python
+from helpers import to_numpy
 
 import keras_matta
 from keras_matta import MatDense

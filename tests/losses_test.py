@@ -1,7 +1,9 @@
 import keras
 import numpy as np
 import pytest
-from distillation_reference import bernoulli_kl, log_softmax, softmax_kl
+from distillation_reference import bernoulli_kl
+from distillation_reference import log_softmax
+from distillation_reference import softmax_kl
 from helpers import to_numpy
 
 from keras_matta import losses

@@ -13,9 +13,9 @@ import re
 
 import numpy as np
 import pytest
+from helpers import to_numpy
 
 import keras_matta
-from helpers import to_numpy
 from keras_matta.study import report
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

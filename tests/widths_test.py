@@ -46,7 +46,8 @@ def test_mix_and_match_dict_leaves_unnamed_layers_at_full_width():
 
 
 def test_unknown_layer_name_lists_the_mat_layers():
-    with pytest.raises(ValueError, match=r"Unknown Mat layer name\(s\) \['c'\].*\['a', 'b', 'head'\]"):
+    message = r"Unknown Mat layer name\(s\) \['c'\].*\['a', 'b', 'head'\]"
+    with pytest.raises(ValueError, match=message):
         keras_matta.resolve_widths(three_layer_mlp(), {"c": 2})
 
 

@@ -148,7 +148,7 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
         if not self._should_save_model(epoch, batch, logs, filepath):
             return
         if os.path.isdir(filepath):
-            raise IOError(
+            raise OSError(
                 "Please specify a non-directory filepath for AtomicModelCheckpoint. "
                 f"Filepath used is an existing directory: {filepath}"
             )

@@ -7,7 +7,9 @@ readers build `TaskData`s, and this dispatcher calls the readers.
 from keras_matta.data import digits as digits_lib
 from keras_matta.data import shakespeare as shakespeare_lib
 from keras_matta.data import sources
-from keras_matta.data.task import CLASSIFICATION, LANGUAGE_MODEL, TaskData
+from keras_matta.data.task import CLASSIFICATION
+from keras_matta.data.task import LANGUAGE_MODEL
+from keras_matta.data.task import TaskData
 
 EMBEDDED = ("digits", "shakespeare")
 

@@ -132,7 +132,7 @@ def _plain(text):
     return " ".join(text.replace("*", " ").replace("_", " ").split())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_play(name):
     """The cleaned text of one play, e.g. `load_play("macbeth")`.
 

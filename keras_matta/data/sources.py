@@ -12,7 +12,10 @@ import pathlib
 import numpy as np
 
 from keras_matta.data import digits as digits_lib
-from keras_matta.data.task import CLASSIFICATION, LANGUAGE_MODEL, TaskData, check_finite
+from keras_matta.data.task import CLASSIFICATION
+from keras_matta.data.task import LANGUAGE_MODEL
+from keras_matta.data.task import TaskData
+from keras_matta.data.task import check_finite
 
 SUFFIXES = (".npz", ".csv", ".csv.gz", ".txt")
 

@@ -197,7 +197,7 @@ def _load_weights(backbone, gguf_file, config, tie_word_embeddings):
         assign(backbone.token_embedding.reverse_embeddings, embedding.T)
     assign(backbone.layer_norm.scale, gguf_file.tensor("output_norm.weight"))
     for i, block in enumerate(backbone.transformer_layers):
-        t = lambda name: gguf_file.tensor(f"blk.{i}.{name}.weight")  # noqa: E731
+        t = lambda name, i=i: gguf_file.tensor(f"blk.{i}.{name}.weight")  # noqa: E731
         attention = block._self_attention_layer
         q = unpermute_rows(t("attn_q"), heads)  # (heads * h_d, d)
         k = unpermute_rows(t("attn_k"), kv_heads)  # (kv_heads * h_d, d)

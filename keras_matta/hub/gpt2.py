@@ -82,7 +82,8 @@ class MatGPT2Backbone(MatBackbone):
         dtype=None,
         **kwargs,
     ):
-        from keras_hub.layers import PositionEmbedding, ReversibleEmbedding
+        from keras_hub.layers import PositionEmbedding
+        from keras_hub.layers import ReversibleEmbedding
 
         student_intermediate_dim = student_intermediate_dim or intermediate_dim
         student_num_heads = student_num_heads or num_heads

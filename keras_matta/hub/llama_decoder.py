@@ -140,7 +140,9 @@ class MatLlamaDecoder(MatLayer, keras.layers.Layer):
         return width
 
     def width_multiple(self, dimension):
-        return (self.num_query_heads // self.num_key_value_heads) if dimension == "num_query_heads" else 1
+        if dimension == "num_query_heads":
+            return self.num_query_heads // self.num_key_value_heads
+        return 1
 
     def call(self, inputs, padding_mask=None, training=None, width=None):
         width = self._active_width(width)

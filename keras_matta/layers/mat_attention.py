@@ -10,7 +10,8 @@ from keras_matta._initializers import clone_initializer
 from keras_matta._validation import is_int
 from keras_matta.layers import majority as majority_lib
 from keras_matta.layers.mat_layer import MatLayer
-from keras_matta.layers.sampled_width import SampledWidth, static_size
+from keras_matta.layers.sampled_width import SampledWidth
+from keras_matta.layers.sampled_width import static_size
 
 
 @keras.saving.register_keras_serializable(package="keras_matta")
@@ -189,7 +190,9 @@ class MatMultiHeadAttention(MatLayer, keras.layers.Layer):
                 training=training,
                 seed_generator=getattr(self, "_majority_seed_generator", None),
             )
-            for kernel in (self.query_kernel, self.key_kernel, self.value_kernel, self.output_kernel)
+            for kernel in (
+                self.query_kernel, self.key_kernel, self.value_kernel, self.output_kernel
+            )
         ]
 
     def nested_dims(self):

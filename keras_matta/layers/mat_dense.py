@@ -7,7 +7,8 @@ from keras import ops
 
 from keras_matta.layers import majority as majority_lib
 from keras_matta.layers.mat_layer import MatLayer
-from keras_matta.layers.sampled_width import SampledWidth, static_size
+from keras_matta.layers.sampled_width import SampledWidth
+from keras_matta.layers.sampled_width import static_size
 
 
 @keras.saving.register_keras_serializable(package="keras_matta")

@@ -1,15 +1,18 @@
 """Shampoo: a block-diagonal Kronecker-factored preconditioner, grafted onto a simple optimizer."""
 
 import re
-from typing import Any, NamedTuple
+from typing import Any
+from typing import NamedTuple
 
 import keras
 import numpy as np
 from keras import ops
 
 from keras_matta.optimizers import grafting as grafting_lib
-from keras_matta.optimizers.blocking import BlockLayout, matrix_shape_for
-from keras_matta.optimizers.matrix_roots import ROOT_METHODS, matrix_inverse_root
+from keras_matta.optimizers.blocking import BlockLayout
+from keras_matta.optimizers.blocking import matrix_shape_for
+from keras_matta.optimizers.matrix_roots import ROOT_METHODS
+from keras_matta.optimizers.matrix_roots import matrix_inverse_root
 
 # L^(-1/4) G R^(-1/4): every variable is preconditioned as a matrix (order k = 2), and an
 # order-k tensor gets the exponent -1/(2k) on each axis.

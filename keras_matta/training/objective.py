@@ -83,7 +83,8 @@ class CompiledObjective:
             return keras.metrics.CategoricalAccuracy(name=name)
         if fn in _BINARY:
             # A logit is positive exactly when its probability is above 0.5.
-            return keras.metrics.BinaryAccuracy(name=name, threshold=0.0 if self.from_logits else 0.5)
+            threshold = 0.0 if self.from_logits else 0.5
+            return keras.metrics.BinaryAccuracy(name=name, threshold=threshold)
         raise ValueError(
             f"Cannot resolve 'accuracy' for the task loss {self.task_loss!r}: pass a metric "
             "object (e.g. keras.metrics.SparseCategoricalAccuracy()) instead."

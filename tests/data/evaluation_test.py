@@ -7,7 +7,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_matta.data import final_word_examples, shakespeare
+from keras_matta.data import final_word_examples
+from keras_matta.data import shakespeare
 from keras_matta.study import metrics
 
 

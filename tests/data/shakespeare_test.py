@@ -6,7 +6,8 @@ import re
 import numpy as np
 import pytest
 
-from keras_matta.data import final_word, shakespeare
+from keras_matta.data import final_word
+from keras_matta.data import shakespeare
 
 pytestmark = pytest.mark.backend_agnostic  # text and NumPy byte windows
 

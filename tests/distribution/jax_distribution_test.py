@@ -1,4 +1,4 @@
-"""keras.distribution on JAX: DataParallel, ModelParallel with `matta_layout_map`, Shampoo's state."""
+"""keras.distribution on JAX: DataParallel, ModelParallel (`matta_layout_map`), Shampoo's state."""
 
 import json
 import os

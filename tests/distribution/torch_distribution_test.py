@@ -1,4 +1,4 @@
-"""PyTorch: data-parallel `fit` over two gloo processes (`synchronize_gradients`) equals one process."""
+"""PyTorch: data-parallel `fit` on two gloo processes (`synchronize_gradients`) = one process."""
 
 import os
 import socket

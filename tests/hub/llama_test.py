@@ -3,9 +3,9 @@
 import keras
 import numpy as np
 import pytest
+from helpers import to_numpy
 
 import keras_matta
-from helpers import to_numpy
 
 keras_hub = pytest.importorskip("keras_hub")
 hub = pytest.importorskip("keras_matta.hub")

@@ -11,9 +11,9 @@ import os
 import keras
 import numpy as np
 import pytest
+from helpers import to_numpy
 
 import keras_matta
-from helpers import to_numpy
 
 keras_hub = pytest.importorskip("keras_hub")
 pytest.importorskip("gguf")

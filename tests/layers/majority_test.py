@@ -70,7 +70,9 @@ def test_mean_with_sgd_is_the_small_model_at_a_rescaled_learning_rate():
             to_numpy(layer.kernel), to_numpy(reference.kernel), atol=2e-6
         )
     # ... and a no-op it is not: the weights moved.
-    assert not np.allclose(to_numpy(small.layers[0].kernel), to_numpy(majority.layers[0]._kernel[0]))
+    assert not np.allclose(
+        to_numpy(small.layers[0].kernel), to_numpy(majority.layers[0]._kernel[0])
+    )
 
 
 def test_random_majority_copies_diverge_and_inference_is_deterministic():

@@ -8,12 +8,14 @@ and extraction to stock layers. A new Mat layer adds one `Case`.
 
 import dataclasses
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 import numpy as np
 import pytest
-from helpers import other_backend, run_python, to_numpy
+from helpers import other_backend
+from helpers import run_python
+from helpers import to_numpy
 
 import keras_matta
 
@@ -124,10 +126,11 @@ def test_keras_file_round_trip(case, tmp_path):
 def test_model_saved_under_another_backend_loads_here(case, tmp_path):
     path = str(tmp_path / "model.keras")
     case_index = CASES.index(case)
+    here = os.path.dirname(__file__)  # this module, and tests/ for `helpers`
     run_python(
         f"""
         import sys
-        sys.path[:0] = [{os.path.dirname(__file__)!r}, {os.path.dirname(os.path.dirname(__file__))!r}]
+        sys.path[:0] = [{here!r}, {os.path.dirname(here)!r}]
         import keras
         from mat_layer_conformance_test import CASES
         keras.utils.set_random_seed(0)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from helpers import to_numpy
 
-from keras_matta.optimizers.blocking import BlockLayout, matrix_shape_for
+from keras_matta.optimizers.blocking import BlockLayout
+from keras_matta.optimizers.blocking import matrix_shape_for
 
 
 def numpy_blocks(tensor, matrix_shape, block_size):

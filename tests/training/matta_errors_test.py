@@ -3,7 +3,9 @@
 import keras
 import numpy as np
 import pytest
-from training.matta_models import batch, mlp, sparse_ce
+from training.matta_models import batch
+from training.matta_models import mlp
+from training.matta_models import sparse_ce
 
 from keras_matta.training import MatTA
 

@@ -3,7 +3,11 @@
 import keras
 import numpy as np
 import pytest
-from training.matta_models import batch, mlp, mlp_params, sparse_ce, weights_of
+from training.matta_models import batch
+from training.matta_models import mlp
+from training.matta_models import mlp_params
+from training.matta_models import sparse_ce
+from training.matta_models import weights_of
 
 from keras_matta.training import MatTA
 

@@ -18,7 +18,8 @@ import keras
 import numpy as np
 import pytest
 from helpers import to_numpy
-from training.matta_models import sparse_ce, weights_of
+from training.matta_models import sparse_ce
+from training.matta_models import weights_of
 
 import keras_matta
 from keras_matta import MatDense

@@ -4,7 +4,11 @@ import os
 import keras
 import numpy as np
 from helpers import to_numpy
-from training.matta_models import batch, mlp, mlp_params, sparse_ce, weights_of
+from training.matta_models import batch
+from training.matta_models import mlp
+from training.matta_models import mlp_params
+from training.matta_models import sparse_ce
+from training.matta_models import weights_of
 
 import keras_matta
 from keras_matta.training import MatTA

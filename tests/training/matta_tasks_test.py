@@ -3,9 +3,12 @@
 import keras
 import numpy as np
 import pytest
-from distillation_reference import bernoulli_kl, log_softmax, softmax_kl as kl
+from distillation_reference import bernoulli_kl
+from distillation_reference import log_softmax
+from distillation_reference import softmax_kl as kl
 from helpers import to_numpy
-from training.matta_models import mlp, token_lm
+from training.matta_models import mlp
+from training.matta_models import token_lm
 
 import keras_matta
 from keras_matta.training import MatTA

@@ -8,11 +8,15 @@ import keras
 import numpy as np
 import pytest
 from helpers import to_numpy
-from training.matta_models import batch, mlp, mlp_params, sparse_ce, weights_of
+from training import numpy_reference as ref
+from training.matta_models import batch
+from training.matta_models import mlp
+from training.matta_models import mlp_params
+from training.matta_models import sparse_ce
+from training.matta_models import weights_of
 
 import keras_matta
 from keras_matta.training import MatTA
-from training import numpy_reference as ref
 
 WIDTHS = [2, 4]  # hidden units of the Students; the TA has 8
 OBJECTIVE = dict(beta=0.7, alpha=0.9, gamma=1.3, beta_teacher=0.5, alpha_teacher=0.4,

@@ -3,13 +3,18 @@
 import keras
 import numpy as np
 from keras import ops
-from training.matta_models import batch, mlp, mlp_params, sparse_ce, weights_of
+from training import numpy_reference as ref
+from training.matta_models import batch
+from training.matta_models import mlp
+from training.matta_models import mlp_params
+from training.matta_models import sparse_ce
+from training.matta_models import weights_of
 
 import keras_matta
 from keras_matta.layers.sampled_width import SampledWidth
-from keras_matta.training import MatTA, WidthDraws
+from keras_matta.training import MatTA
+from keras_matta.training import WidthDraws
 from keras_matta.training import sampled_widths as sampled_lib
-from training import numpy_reference as ref
 
 STUDENTS = [2, 4]  # hidden units of the Students; the TA has 8
 

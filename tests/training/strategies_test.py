@@ -1,9 +1,14 @@
 import keras
 import numpy as np
 import pytest
-from training.matta_models import batch, mlp, mlp_params, sparse_ce, weights_of
+from training.matta_models import batch
+from training.matta_models import mlp
+from training.matta_models import mlp_params
+from training.matta_models import sparse_ce
+from training.matta_models import weights_of
 
-from keras_matta.training import MatTA, WidthSampler
+from keras_matta.training import MatTA
+from keras_matta.training import WidthSampler
 
 
 def test_all_runs_every_student():
@@ -55,7 +60,8 @@ class CountingMatTA(MatTA):
 
 def fit_random(seed, steps=12, **kwargs):
     x, labels, _ = batch(n=8 * steps)
-    mat_ta = CountingMatTA(mlp(params=mlp_params()), [0.25, 0.5, 0.75], strategy="random", seed=seed, **kwargs)
+    mat_ta = CountingMatTA(mlp(params=mlp_params()), [0.25, 0.5, 0.75], strategy="random",
+                           seed=seed, **kwargs)
     mat_ta.traces = {}
     mat_ta.compile(keras.optimizers.SGD(0.1), sparse_ce(), metrics=["accuracy"])
     mat_ta.fit(x, labels, batch_size=8, epochs=1, shuffle=False, verbose=0)
