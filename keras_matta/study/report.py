@@ -67,10 +67,13 @@ def _find(results, task, method, optimizer, width=None):
     return None
 
 
-def _student_alone(results, task, optimizer, student_width):
-    """The separately trained model at the Student's width (method `student` in older results)."""
-    return (_find(results, task, "separate", optimizer, student_width)
-            or _find(results, task, "student", optimizer))
+def _lookup(results, task, method, optimizer, width=None):
+    """`_find`, where a separate model at the Student's width may be an older result's `student`
+    (written before separate models were trained at every size)."""
+    found = _find(results, task, method, optimizer, width)
+    if found is None and method == "separate":
+        found = _find(results, task, "student", optimizer)
+    return found
 
 
 def summary(results, task, student_width):
@@ -86,20 +89,16 @@ def summary(results, task, student_width):
     sign = 1.0 if higher else -1.0
 
     def value(method, optimizer, width=None):
-        result = _find(results, task, method, optimizer, width)
+        result = _lookup(results, task, method, optimizer, width)
         return None if result is None else result["metrics"][primary]["mean"]
 
-    def alone(optimizer):
-        result = _student_alone(results, task, optimizer, student_width)
-        return None if result is None else result["metrics"][primary]["mean"]
-
-    base = alone("adam")
+    base = value("separate", "adam", student_width)
     out = {"metric": primary, "higher_is_better": higher, "baseline_student_adam": base}
     for optimizer in ("adam", "shampoo"):
         for name, method, width in (("student", "separate", student_width), ("kd", "kd", None),
                                     ("matta_student", "matta", student_width),
                                     ("matta_ta", "matta", "1")):
-            measured = alone(optimizer) if name == "student" else value(method, optimizer, width)
+            measured = value(method, optimizer, width)
             gain = None if measured is None or base is None else sign * (measured - base)
             out[f"gain_{name}_{optimizer}"] = gain
     gains = [out["gain_matta_student_adam"], out["gain_student_shampoo"],
@@ -356,8 +355,7 @@ def table_rows(results, task, student_width):
     ]
     rows = []
     for method, optimizer, width in order:
-        result = (_student_alone(results, task, optimizer, width) if method == "separate"
-                  else _find(results, task, method, optimizer, width))
+        result = _lookup(results, task, method, optimizer, width)
         if result is None:
             continue
         title = METHOD_TITLES["matta_ta" if method == "matta" and width == "1" else method]

@@ -84,6 +84,18 @@ def test_summary_gains_are_against_the_student_alone_with_adam():
     assert summary["super_additive"] == (margin > 0)
 
 
+def test_results_written_before_separate_models_keep_their_student_alone():
+    # Older results.json files name the Student alone method "student", width "1".
+    rows = [{**row, "method": "student", "width": "1"} if row["method"] == "separate"
+            and row["width"] == "0.25" else row
+            for row in _rows() if (row["method"], row["width"]) != ("separate", "1")]
+    results = report.aggregate(rows)
+    old, new = (report.summary(r, "digits", "0.25") for r in (results, _payload()["results"]))
+    assert old == pytest.approx(new)
+    _, table = report.table_rows(results, "digits", "0.25")
+    assert [row[0] for row in table].count("Student alone") == 2
+
+
 def test_readme_section_shows_every_measured_mean_and_its_source():
     section = report.readme_section(_payload(), "runs/results.json")
     assert section.startswith(report.README_BEGIN) and section.endswith(report.README_END)
