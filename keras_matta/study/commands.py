@@ -13,7 +13,9 @@ import keras
 
 import keras_matta
 from keras_matta import widths as widths_lib
-from keras_matta.data import CLASSIFICATION, final_word_examples, load_task
+from keras_matta.data import CLASSIFICATION
+from keras_matta.data import final_word_examples
+from keras_matta.data import load_task
 from keras_matta.study import models as models_lib
 from keras_matta.study import runs
 from keras_matta.study.config import preset
@@ -69,7 +71,7 @@ def train(source, output, mode="default", student_widths=None, optimizer="shampo
             by `keras_matta.data.load_task`.
         output: the `.keras` path of the TA.
         mode: the size preset (`quick`, `default`, `full`).
-        student_widths: width specs of the Students (default: the preset's Student).
+        student_widths: width specs of the Students (default: the preset's Student widths).
         optimizer: `"shampoo"` or `"adam"`.
         steps, batch_size, learning_rate: override the preset.
         teacher: path of a trained `.keras` Teacher with the TA's output shape, or `None`.
@@ -90,9 +92,9 @@ def train(source, output, mode="default", student_widths=None, optimizer="shampo
     teacher_model = load_model(teacher) if teacher else None
     keras.utils.set_random_seed(seed)
     ta = models_lib.build(config.task, name="ta", **config.ta)
-    widths = list(student_widths or [config.student_fraction])
-    trainer = MatTA(ta, student_widths=widths, teacher=teacher_model,
-                    temperature=config.temperature, seed=seed,
+    widths = list(student_widths or config.student_widths)
+    # Only what the run fixes: MatTA's own defaults are the recipe.
+    trainer = MatTA(ta, student_widths=widths, teacher=teacher_model, seed=seed,
                     kd_warmup_steps=int(config.kd_warmup_fraction * config.steps))
     runs.compile_model(trainer, runs.make_optimizer(optimizer, config, config.steps), config)
     runs.fit(trainer, task_data, config, seed, config.steps, f"MatTA ({optimizer})")

@@ -25,7 +25,8 @@ import keras
 
 import keras_matta
 from keras_matta import widths as widths_lib
-from keras_matta.data import final_word_examples, load_task
+from keras_matta.data import final_word_examples
+from keras_matta.data import load_task
 from keras_matta.study import metrics as metrics_lib
 from keras_matta.study import report
 from keras_matta.study import runs
@@ -169,7 +170,7 @@ def run_demo(tasks=("digits", "lm"), mode="default", seeds=None, output_dir="mat
     if seeds is not None:
         configs = {task: config.with_seeds(seeds) for task, config in configs.items()}
     rows = []
-    for task, config in configs.items():
+    for config in configs.values():
         rows.extend(run_task(config, cache_dir, split=split, retrain_teacher=retrain_teacher))
     results = report.aggregate(rows)
     summaries = {task: report.summary(results, task, widths_lib.width_label(c.student_fraction))

@@ -293,7 +293,7 @@ def family_vs_separate(rows):
                                          if r["method"] == "matta"):
         primary, higher, _ = METRICS[task]
 
-        def select(method):
+        def select(method, task=task, optimizer=optimizer, primary=primary):
             return _by_seed([r for r in rows if (r["task"], r["method"], r["optimizer"])
                              == (task, method, optimizer)], primary)
 
@@ -518,12 +518,13 @@ def readme_section(payload, source):
     return "\n".join(lines + [README_END])
 
 
-def replace_readme_section(readme_text, section):
+def replace_readme_section(readme_text, section, begin_marker=README_BEGIN,
+                           end_marker=README_END):
     """`readme_text` with the text between the markers (included) replaced by `section`."""
-    begin, end = readme_text.find(README_BEGIN), readme_text.find(README_END)
+    begin, end = readme_text.find(begin_marker), readme_text.find(end_marker)
     if begin < 0 or end < begin:
-        raise ValueError(f"the README has no `{README_BEGIN}` ... `{README_END}` block")
-    return readme_text[:begin] + section + readme_text[end + len(README_END):]
+        raise ValueError(f"the README has no `{begin_marker}` ... `{end_marker}` block")
+    return readme_text[:begin] + section + readme_text[end + len(end_marker):]
 
 
 def _summary_text(s):
@@ -584,7 +585,7 @@ def plot(results, path, split="test"):
     for row, task in enumerate(tasks):
         primary, higher, _ = METRICS[task]
         for axis, optimizer in zip(axes[row], optimizers):
-            def points(method, roles=None):
+            def points(method, roles=None, task=task, optimizer=optimizer):
                 return sorted((r for r in results if (r["task"], r["method"], r["optimizer"])
                                == (task, method, optimizer)
                                and (roles is None or r.get("role") in roles)),

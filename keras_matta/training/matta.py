@@ -90,7 +90,15 @@ class MatTA(keras.Model):
             (largest, smallest and `num_random_widths` others) or `"random"`. One compiled train
             function is cached per configuration of Students; with `steps_per_execution=N` the
             configuration is drawn once per execution of N steps.
-        num_random_widths: see `keras_matta.training.WidthSampler`.
+        num_random_widths: how many Students `"sandwich"` adds to the largest and smallest
+            (default 1, so with three Students `"sandwich"` runs all three, like `"all"`), or
+            `"random"` draws (default 1). See `keras_matta.training.WidthSampler`.
+        num_sampled_widths: sub-networks added on every training step at widths drawn afresh,
+            per layer and dimension, uniformly between the smallest Student's width and the full
+            width (`keras_matta.training.WidthDraws`); each adds the Student terms with weight
+            1, logged as `sampled_*_loss` (training only). They train the widths between the
+            Students and the per-layer mixes, which are otherwise never trained. They run as
+            masks (full-width FLOPs, one compiled step for every draw).
         seed: int seeding the Student draw of step `t` (a function of `(seed, t)`); `None` draws
             one from Python's `random` (so `keras.utils.set_random_seed` fixes it).
         distillation: `"auto"`, `"kl"`, `"bernoulli_kl"` or `"mse"`.
