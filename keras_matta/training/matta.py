@@ -129,7 +129,7 @@ class MatTA(keras.Model):
     def __init__(self, model, student_widths, teacher=None, beta=1.0, alpha=1.0, gamma=1.0,
                  beta_teacher=None, alpha_teacher=None, temperature=1.0, kd_warmup_steps=0,
                  student_weights=None, detach_ta=True, strategy="all", num_random_widths=None,
-                 num_sampled_widths=0, seed=None, distillation="auto", name="matta", **kwargs):
+                 num_sampled_widths=1, seed=None, distillation="auto", name="matta", **kwargs):
         super().__init__(name=name, **kwargs)
         # === Models ===
         if not isinstance(model, keras.Model):
@@ -447,6 +447,19 @@ class MatTA(keras.Model):
         return self.test_function
 
     # === Serialization ===
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        if self._width_draws is not None:
+            # Keras saves no SeedGenerator state: without it a resumed run would draw anew.
+            store["width_draws"] = ops.convert_to_numpy(self._width_seeds.state)
+
+    def load_own_variables(self, store):
+        if "width_draws" in store:
+            if self._width_draws is not None:
+                self._width_seeds.state.assign(store["width_draws"])
+            store = {key: store[key] for key in store.keys() if key != "width_draws"}
+        super().load_own_variables(store)
 
     def get_config(self):
         teacher = self.teacher_source

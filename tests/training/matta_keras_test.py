@@ -17,7 +17,7 @@ BACKEND = keras.backend.backend()
 def fit(steps_per_execution=1, jit_compile="auto", epochs=2):
     x, labels, teacher = batch(n=48)
     mat_ta = MatTA(mlp(params=mlp_params()), [0.25, 0.5], teacher="dataset",
-                   kd_warmup_steps=3)
+                   kd_warmup_steps=3, seed=0)
     mat_ta.compile(keras.optimizers.Adam(0.01), sparse_ce(), metrics=["accuracy"],
                    steps_per_execution=steps_per_execution, jit_compile=jit_compile)
     history = mat_ta.fit(x, {"labels": labels, "teacher_logits": teacher}, batch_size=8,

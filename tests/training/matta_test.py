@@ -23,8 +23,10 @@ OBJECTIVE = dict(beta=0.7, alpha=0.9, gamma=1.3, beta_teacher=0.5, alpha_teacher
                  temperature=2.0, student_weights=[1.0, 0.5])
 
 
-def make_matta(params, lr=0.1, **kwargs):
-    mat_ta = MatTA(mlp(params=params), WIDTHS, **kwargs)
+def make_matta(params, lr=0.1, num_sampled_widths=0, **kwargs):
+    # The reference is the objective of fixed Students; drawn sub-networks have their own test
+    # (sampled_widths_test.py).
+    mat_ta = MatTA(mlp(params=params), WIDTHS, num_sampled_widths=num_sampled_widths, **kwargs)
     mat_ta.compile(keras.optimizers.SGD(lr), sparse_ce(), metrics=["accuracy"])
     return mat_ta
 
@@ -140,7 +142,9 @@ def test_logs_name_every_head_and_term_and_evaluate_reports_them():
                      f"{head}_kd_teacher_loss"}
     expected |= {f"{head}_kd_ta_loss" for head in heads[1:]}
     expected |= {f"val_{name}" for name in expected}
-    assert set(history.history) == expected
+    # The drawn sub-network (num_sampled_widths=1 by default) is trained, never evaluated.
+    sampled = {f"sampled_{term}_loss" for term in ("task", "kd_ta", "kd_teacher")}
+    assert set(history.history) == expected | sampled
     results = mat_ta.evaluate(x, labels, verbose=0, return_dict=True)
     assert set(results) == {n for n in expected if not n.startswith("val_")}
     # predict() is the TA; a Student is predicted through a WidthScope on the TA.

@@ -88,5 +88,9 @@ def test_fit_save_and_load_keep_the_setting(tmp_path):
     mat_ta.save(path)
     loaded = keras.saving.load_model(path)
     assert loaded.num_sampled_widths == 1
+    # The draw stream is saved (Keras saves no SeedGenerator state by itself).
+    np.testing.assert_array_equal(ops.convert_to_numpy(loaded._width_seeds.state),
+                                  ops.convert_to_numpy(mat_ta._width_seeds.state))
+    assert ops.convert_to_numpy(mat_ta._width_seeds.state).any()
     np.testing.assert_allclose(loaded.predict(x, verbose=0), mat_ta.predict(x, verbose=0),
                                rtol=1e-6)
