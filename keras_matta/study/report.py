@@ -10,6 +10,7 @@ parameters between the two nearest separately trained sizes; differences are pai
 
 import json
 import math
+import os
 
 import numpy as np
 
@@ -656,15 +657,58 @@ def write_json(path, payload):
         json.dump(clean(payload), file, indent=2)
 
 
+def merge(payloads):
+    """One payload from demo runs of different tasks (e.g. `--task digits`, `--task lm` run
+    side by side): rows, settings and summaries joined, everything derived recomputed.
+
+    `seconds` is the sum of the runs' wall times.
+
+    Args:
+        payloads: `results.json` payloads of one mode and split, each of other tasks.
+
+    Returns:
+        The merged payload, as `run_demo` would have written it for all the tasks at once.
+    """
+    first = payloads[0]
+    for payload in payloads[1:]:
+        if (payload["mode"], payload["split"]) != (first["mode"], first["split"]):
+            raise ValueError("Cannot merge demo results of different modes or splits: "
+                             f"{first['mode']}/{first['split']} and "
+                             f"{payload['mode']}/{payload['split']}.")
+    tasks = [task for payload in payloads for task in payload["settings"]]
+    if len(set(tasks)) != len(tasks):
+        raise ValueError(f"Cannot merge demo results that share a task; tasks: {tasks}.")
+    rows = [row for payload in payloads for row in payload["rows"]]
+    return {
+        **first, "seconds": sum(payload["seconds"] for payload in payloads),
+        "settings": {k: v for payload in payloads for k, v in payload["settings"].items()},
+        "summary": {k: v for payload in payloads for k, v in payload["summary"].items()},
+        "family_vs_separate": family_vs_separate(rows), "results": aggregate(rows),
+        "rows": rows,
+    }
+
+
 def main(argv=None):
-    """`python -m keras_matta.study.report RESULTS_JSON [--readme README.md]`."""
+    """`python -m keras_matta.study.report RESULTS_JSON [--readme README.md]`, or
+    `... --merge A.json B.json --output RESULTS_JSON` (also writes the plot next to it)."""
     import argparse
 
     parser = argparse.ArgumentParser(description="Print a demo run's README section, or "
                                      "write it into the README between the markers.")
     parser.add_argument("results", help="a results.json written by `keras-matta demo`")
     parser.add_argument("--readme", help="the README to update in place")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="merge these runs (of other tasks) into RESULTS_JSON first")
     args = parser.parse_args(argv)
+    if args.merge:
+        payloads = []
+        for path in args.merge:
+            with open(path) as file:
+                payloads.append(json.load(file))
+        merged = merge(payloads)
+        write_json(args.results, merged)
+        plot(merged["results"], os.path.join(os.path.dirname(args.results) or ".",
+                                              "quality_vs_params.png"), merged["split"])
     with open(args.results) as file:
         payload = json.load(file)
     if args.readme is None:

@@ -157,7 +157,7 @@ class MatTA(keras.Model):
         self._width_draws = None
         if self.num_sampled_widths:
             self._width_draws = WidthDraws(model, self._student_widths)
-            # A tracked variable: checkpoints carry the draw stream, so a resumed run goes on
+            # Its state is saved with the model (`save_own_variables`), so a resumed run goes on
             # drawing what the uninterrupted run would have drawn.
             self._width_seeds = keras.random.SeedGenerator(seed, name="width_draws")
 

@@ -134,3 +134,20 @@ def test_replace_readme_section_touches_only_the_marked_block(tmp_path):
 
     with pytest.raises(ValueError, match="demo results"):
         report.replace_readme_section("# no markers\n", section)
+
+
+def test_merge_joins_runs_of_other_tasks_as_one_run_would_have_written_them():
+    digits = _payload()
+    lm_rows = [{**row, "task": "lm", "metrics": {"bits_per_byte": 3 - row["metrics"]["accuracy"],
+                                                   "final_word_accuracy": 0.01}}
+               for row in _rows()]
+    lm = {**_payload(), "seconds": 600.0, "rows": lm_rows,
+          "settings": {"lm": {"student_fraction": 0.25}},
+          "summary": {"lm": report.summary(report.aggregate(lm_rows), "lm", "0.25")}}
+    merged = report.merge([digits, lm])
+    assert merged["seconds"] == 2400.0
+    assert set(merged["settings"]) == set(merged["summary"]) == {"digits", "lm"}
+    assert merged["results"] == report.aggregate(_rows() + lm_rows)
+    assert merged["family_vs_separate"] == report.family_vs_separate(_rows() + lm_rows)
+    with pytest.raises(ValueError, match="share a task"):
+        report.merge([digits, digits])
