@@ -44,7 +44,7 @@ class TaskConfig:
         learning_rate: peak learning rate of the warm-up + cosine schedule (Adam; Shampoo grafts
             Adam's step size, so the same value applies).
         mixes: per-layer Mix'n'Match width dicts extracted from the MatTA TA.
-        in_between: uniform widths extracted from the MatTA TA but never trained: they show
+        in_between: uniform widths extracted from the MatTA TA that no Student has: they show
             whether the family interpolates between its trained widths.
         eval_windows: language model: evaluate bits per byte on at most this many windows of
             the split, spread over it (`None`: all).

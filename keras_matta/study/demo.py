@@ -7,7 +7,7 @@ For each task (digits, language model) and seed:
    (the Students' widths and the TA's; the one at the Student's width is "the Student
    alone"), the Student distilled from the Teacher, and MatTA (the TA and its nested Students
    trained together, with the Teacher);
-3. the family (trained widths, in-between widths never trained, Mix'n'Match models) is
+3. the family (the Students' widths; in-between widths and Mix'n'Match models, no Student's) is
    extracted from each MatTA TA with `keras_matta.extract`, and every model is evaluated on
    the held-out test split, with its parameters and FLOPs from `keras_matta.cost`.
 

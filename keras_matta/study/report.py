@@ -184,7 +184,7 @@ def better_side(difference, higher_is_better):
 
 
 def monotonicity(members, higher_is_better):
-    """Whether each untrained member is at least as good as its smaller trained neighbour.
+    """Whether each member that is no Student is at least as good as its smaller trained neighbour.
 
     The neighbour is the largest trained member (role `"trained"`) with fewer parameters;
     members below every trained one are not checked. Means over seeds are compared.
@@ -194,7 +194,7 @@ def monotonicity(members, higher_is_better):
         higher_is_better: the metric's direction.
 
     Returns:
-        One dict per untrained member: `label`, `params`, `value`, `neighbour`,
+        One dict per such member: `label`, `params`, `value`, `neighbour`,
         `neighbour_params`, `neighbour_value`, `margin` (how much better than the neighbour,
         in the metric's units; negative is worse) and `passed` (`None` without a neighbour).
 
@@ -430,7 +430,8 @@ def _family_text(task_data):
             f"Family vs separate training ({optimizer}): family better at {tally['family']}, "
             f"tie at {tally['tie']}, separate better at {tally['separate']} of "
             f"{sum(tally.values())} sizes; monotone in parameters: "
-            f"{sum(c['passed'] for c in checked)} of {len(checked)} untrained members pass.",
+            f"{sum(c['passed'] for c in checked)} of {len(checked)} members that are no Student "
+            "pass.",
             f"  Training seconds ({optimizer}): separately, {len(seconds['separate_runs'])} runs "
             f"({', '.join(seconds['separate_runs'])}): {seconds['separate']:.0f} s; the family, "
             f"one MatTA run: {seconds['family']:.0f} s ({ratio:.2f}x).",
@@ -597,9 +598,9 @@ def plot(results, path, split="test"):
             _errorbar(axis, points("matta", ("trained",)), primary, family, "o--",
                       "family: trained widths", size=7)
             _errorbar(axis, points("matta", ("in-between",)), primary, family, "o",
-                      "family: in-between widths (not trained)", fill="none", size=7)
+                      "family: in-between widths (no Student)", fill="none", size=7)
             _errorbar(axis, points("matta", ("mix",)), primary, family, "D",
-                      "family: Mix'n'Match (not trained), per-layer widths", fill="none",
+                      "family: Mix'n'Match (no Student), per-layer widths", fill="none",
                       size=7)
             axis.margins(x=0.06)
             axis.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: _count(int(x))))

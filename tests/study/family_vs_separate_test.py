@@ -179,7 +179,8 @@ def test_family_table_and_text_show_the_numbers():
     text = report._family_text(data["digits"])
     # Adam: family better at 0.25; ties at 0.375, 0.5, 1; separate better at the mix.
     assert ("Family vs separate training (adam): family better at 1, tie at 3, separate "
-            "better at 1 of 5 sizes; monotone in parameters: 1 of 2 untrained members pass."
+            "better at 1 of 5 sizes; monotone in parameters: 1 of 2 members that are no Student "
+            "pass."
             ) in text
     assert "separately, 3 runs (0.25, 0.5, 1): 8 s; the family, one MatTA run: 7 s (0.82x)" in text
 
