@@ -111,7 +111,8 @@ def measure(name, make_ta, teacher, x, y, batch, args):
         return runs(lambda n: model.fit(x[:n], y[:n], batch_size=batch, epochs=1,
                                         shuffle=False, verbose=0))
 
-    matta = MatTA(make_ta(), [args.width], teacher=teacher)
+    # Without drawn sub-networks: the parts below are exactly the passes of this MatTA step.
+    matta = MatTA(make_ta(), [args.width], teacher=teacher, num_sampled_widths=0)
     ta, student = make_ta(), make_ta()
     for model in (matta, ta, student):
         model.compile(keras.optimizers.Adam(1e-4), loss)
