@@ -74,10 +74,13 @@ def _train(model, task_data, config, seed, title):
     return seconds
 
 
-def run(task, variants, seeds, steps, split, mixes, ffn_only=False):
+def run(task, variants, seeds, steps, split, mixes, ffn_only=False, learning_rate=None,
+        separate_widths=SEPARATE_WIDTHS):
     config = preset(task, "full")
     if steps:
         config = dataclasses.replace(config, steps=steps)
+    if learning_rate:
+        config = dataclasses.replace(config, learning_rate=learning_rate)
     if ffn_only:  # every head in every member: only the FFN width is nested (MatFormer)
         config = dataclasses.replace(config, ta={**config.ta, "nested_heads": False})
     if task == "lm":
@@ -87,7 +90,7 @@ def run(task, variants, seeds, steps, split, mixes, ffn_only=False):
                                 if mixes else [])
     rows = []
     for seed in seeds:
-        for fraction in SEPARATE_WIDTHS:
+        for fraction in separate_widths:
             keras.utils.set_random_seed(seed)
             kwargs = models_lib.student_kwargs(config.ta, task, fraction)
             model = models_lib.build(task, name=f"{task}_separate", **kwargs)
@@ -216,6 +219,9 @@ def main():
     parser.add_argument("--no-mixes", action="store_true")
     parser.add_argument("--ffn-only", action="store_true",
                         help="language model: nest only the FFN width (all heads everywhere)")
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="peak learning rate of every arm (default: the demo's)")
+    parser.add_argument("--separate-widths", nargs="+", type=float, default=SEPARATE_WIDTHS)
     parser.add_argument("--output", default=None)
     parser.add_argument("--merge", nargs="+", metavar="JSON",
                         help="merge these results of one task into --output instead of running")
@@ -233,10 +239,11 @@ def main():
     else:
         start = time.perf_counter()
         config, rows = run(args.task, args.variants, args.seeds, args.steps, args.split,
-                           not args.no_mixes, args.ffn_only)
+                           not args.no_mixes, args.ffn_only, args.learning_rate,
+                           tuple(args.separate_widths))
         payload = {
             "task": args.task, "split": args.split, "steps": config.steps, "seeds": args.seeds,
-            "ffn_only": args.ffn_only,
+            "ffn_only": args.ffn_only, "learning_rate": config.learning_rate,
             "variants": {v: VARIANTS[v] for v in args.variants},
             "backend": keras.backend.backend(), "seconds": time.perf_counter() - start,
             "summary": summarize(args.task, rows), "rows": rows,
