@@ -307,42 +307,36 @@ class MatTA(keras.Model):
 
         ta_target = ops.stop_gradient(ta_logits) if self.detach_ta else ta_logits
         gamma_t = self._kd_ta_weight(training)
+
+        def student_terms(logits):
+            """`{term: (coefficient, unweighted value)}` of one narrower member's outputs."""
+            terms = {"task": (self.alpha, task(labels, logits, sample_weight)),
+                     "kd_ta": (gamma_t, kd_ta(ta_target, logits, sample_weight))}
+            if teacher_outputs is not None:
+                terms["kd_teacher"] = (self.alpha_teacher,
+                                       kd_teacher(teacher_outputs, logits, sample_weight))
+            return terms
+
         students = self._state.students if training else None
         for i in range(len(self._student_widths)) if students is None else students:
             head, weight = self.head_names[i + 1], self.student_weights[i]
             with widths_lib.WidthScope(self.model, self._student_widths[i]):
                 logits = checks.single_output(self.model(x, training=training), head)
-            total += weight * term(head, "task", self.alpha, task(labels, logits, sample_weight))
-            total += weight * term(head, "kd_ta", gamma_t, kd_ta(ta_target, logits, sample_weight))
-            if teacher_outputs is not None:
-                total += weight * term(head, "kd_teacher", self.alpha_teacher,
-                                       kd_teacher(teacher_outputs, logits, sample_weight))
+            for name, (coefficient, value) in student_terms(logits).items():
+                total += weight * term(head, name, coefficient, value)
             compiled.update_metrics(head, labels, logits, sample_weight)
-        if training and self.num_sampled_widths:
-            total += self._sampled_loss(x, labels, sample_weight, ta_target, teacher_outputs,
-                                        task, kd_ta, kd_teacher, gamma_t, term)
-        return total
 
-    def _sampled_loss(self, x, labels, sample_weight, ta_target, teacher_outputs, task, kd_ta,
-                      kd_teacher, gamma_t, term):
-        """The Student terms of `num_sampled_widths` sub-networks at drawn widths.
-
-        Each draw weighs as one Student of weight 1; the logged terms are means over draws.
-        """
-        sums = {"task": 0.0, "kd_ta": 0.0, "kd_teacher": 0.0}
-        for _ in range(self.num_sampled_widths):
+        # Drawn sub-networks (training only): each weighs as one Student of weight 1; the
+        # logged terms are means over the draws.
+        draws = []
+        for _ in range(self.num_sampled_widths if training else 0):
             with self._width_draws.scope(self._width_seeds):
                 logits = checks.single_output(self.model(x, training=True), "sampled")
-            sums["task"] += task(labels, logits, sample_weight)
-            sums["kd_ta"] += kd_ta(ta_target, logits, sample_weight)
-            if teacher_outputs is not None:
-                sums["kd_teacher"] += kd_teacher(teacher_outputs, logits, sample_weight)
-        count = self.num_sampled_widths
-        total = term("sampled", "task", self.alpha, sums["task"] / count)
-        total += term("sampled", "kd_ta", gamma_t, sums["kd_ta"] / count)
-        if teacher_outputs is not None:
-            total += term("sampled", "kd_teacher", self.alpha_teacher, sums["kd_teacher"] / count)
-        return count * total
+            draws.append(student_terms(logits))
+        for name, (coefficient, _) in (draws[0].items() if draws else ()):
+            mean = sum(terms[name][1] for terms in draws) / len(draws)
+            total += len(draws) * term("sampled", name, coefficient, mean)
+        return total
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         # Every metric was updated in `compute_loss`, where the Student logits exist. Drawn
