@@ -173,17 +173,25 @@ class WidthScope:
         self._saved = None
 
     def __enter__(self):
-        self._saved = {layer: layer.selected_width for layer in self.resolved}
-        for layer, width in self.resolved.items():
-            layer._select_width(width)
+        self._saved = select(self.resolved)
         _discard_compiled_functions(self.model)
         return self
 
     def __exit__(self, *exc_info):
-        for layer, width in self._saved.items():
-            layer._select_width(width)
+        select(self._saved)
         _discard_compiled_functions(self.model)
         return False
+
+
+def select(selection):
+    """Selects `{layer: width}` on the layers; returns what they had selected, to restore.
+
+    The mechanism under `WidthScope` (validated specs) and MatTA's drawn widths (tensors).
+    """
+    saved = {layer: layer.selected_width for layer in selection}
+    for layer, width in selection.items():
+        layer._select_width(width)
+    return saved
 
 
 def _discard_compiled_functions(model):

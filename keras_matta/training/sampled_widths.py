@@ -1,5 +1,7 @@
 """Sub-networks at widths drawn afresh on every training step, one width per layer."""
 
+import contextlib
+
 import keras
 
 from keras_matta import widths as widths_lib
@@ -56,8 +58,9 @@ class WidthDraws:
             if any(low[dim] < layer.nested_dims()[dim] for dim in low)
         }
 
+    @contextlib.contextmanager
     def scope(self, seed_generator):
-        """A context in which the TA runs at one fresh draw."""
+        """A context in which the TA runs at one fresh draw; yields `{layer: {dim: width}}`."""
         selection = {}
         for layer, low in self._layers.items():
             full = layer.nested_dims()
@@ -68,21 +71,8 @@ class WidthDraws:
                 count = keras.random.randint((), -(-low[dim] // step), full[dim] // step + 1,
                                              dtype="int32", seed=seed_generator)
                 selection[layer][dim] = SampledWidth(count * step)
-        return _Selection(selection)
-
-
-class _Selection:
-    def __init__(self, selection):
-        self.selection = selection
-        self._saved = {}
-
-    def __enter__(self):
-        for layer, width in self.selection.items():
-            self._saved[layer] = layer.selected_width
-            layer._select_width(width)
-        return self
-
-    def __exit__(self, *exc_info):
-        for layer, width in self._saved.items():
-            layer._select_width(width)
-        return False
+        saved = widths_lib.select(selection)
+        try:
+            yield selection
+        finally:
+            widths_lib.select(saved)

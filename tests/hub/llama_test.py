@@ -194,6 +194,6 @@ def test_matta_draws_whole_query_head_groups(ta):
     heads = set()
     for _ in range(30):
         with draws.scope(seeds) as selection:
-            for width in selection.selection.values():
+            for width in selection.values():
                 heads.add(int(keras.ops.convert_to_numpy(width["num_query_heads"].count)))
     assert heads == {3, 6, 9}

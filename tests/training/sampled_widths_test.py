@@ -11,7 +11,6 @@ from training.matta_models import sparse_ce
 from training.matta_models import weights_of
 
 import keras_matta
-from keras_matta.layers.sampled_width import SampledWidth
 from keras_matta.training import MatTA
 from keras_matta.training import WidthDraws
 from keras_matta.training import sampled_widths as sampled_lib
@@ -23,12 +22,8 @@ def test_one_sgd_step_with_drawn_widths_matches_numpy(monkeypatch):
     """Each draw adds a Student term of weight 1 at the drawn width (here forced to 3, then 7)."""
     drawn = iter([3, 7])
 
-    def fixed_scope(self, seed_generator):
-        return sampled_lib._Selection({
-            layer: {"units": SampledWidth(next(drawn))} for layer in self._layers
-        })
-
-    monkeypatch.setattr(WidthDraws, "scope", fixed_scope)
+    monkeypatch.setattr(sampled_lib.keras.random, "randint",
+                        lambda *args, **kwargs: ops.convert_to_tensor(next(drawn), "int32"))
     params = mlp_params()
     x, labels, _ = batch()
     mat_ta = MatTA(mlp(params=params), STUDENTS, num_sampled_widths=2, gamma=0.8, alpha=0.6,
@@ -54,7 +49,7 @@ def _counts(draws, seed_generator, count):
     for _ in range(count):
         with draws.scope(seed_generator) as selection:
             out.append([int(ops.convert_to_numpy(w.count)) for widths in
-                        selection.selection.values() for w in widths.values()])
+                        selection.values() for w in widths.values()])
     return np.array(out)
 
 
