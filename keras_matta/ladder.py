@@ -54,28 +54,26 @@ def ladder(model, smallest, num_widths=None, factor=2.0):
     layers = [layer for layer in widths_lib.mat_layers(model) if layer.nested_dims()]
     if not layers:
         raise ValueError(f"Model '{model.name}' has no nested Mat layer to build a ladder for.")
-    floors = _floors(layers, smallest)
     if not isinstance(smallest, dict):
         return [float(f) for f in _fractions(_fraction(smallest, "smallest"), num_widths,
                                              factor)]
-    rungs, seen = [], set()
-    depth = max(len(_fractions(s, num_widths, factor)) for d in floors.values() for s in d.values())
+    rungs_of = {layer: {dim: _fractions(floor, num_widths, factor) for dim, floor in dims.items()}
+                for layer, dims in _floors(layers, smallest).items()}
+    depth = max(len(rungs) for dims in rungs_of.values() for rungs in dims.values())
+    specs, seen = [], set()
     for r in range(depth):
-        spec = {}
-        for layer, dims in floors.items():
-            spec[layer.name] = {}
-            for dim, floor in dims.items():
-                fractions = _fractions(floor, num_widths, factor)
-                # Shorter ladders stay at their smallest rung while longer ones go on down.
-                fraction = fractions[max(0, len(fractions) - depth + r)]
-                spec[layer.name][dim] = max(1, math.floor(fraction * layer.nested_dims()[dim]
-                                                          + 0.5))
-        key = tuple(sorted((n, tuple(sorted(d.items()))) for n, d in spec.items()))
-        if key not in seen and any(spec[l.name][d] < l.nested_dims()[d]
-                                   for l in floors for d in floors[l]):
+        # Shorter ladders stay at their smallest rung while longer ones go on down.
+        spec = {layer.name: {dim: max(1, math.floor(rungs[max(0, len(rungs) - depth + r)]
+                                                    * layer.nested_dims()[dim] + 0.5))
+                             for dim, rungs in dims.items()}
+                for layer, dims in rungs_of.items()}
+        key = tuple(sorted((name, tuple(sorted(d.items()))) for name, d in spec.items()))
+        narrower = any(spec[layer.name][dim] < layer.nested_dims()[dim]
+                       for layer, dims in rungs_of.items() for dim in dims)
+        if key not in seen and narrower:
             seen.add(key)
-            rungs.append(spec)
-    return rungs
+            specs.append(spec)
+    return specs
 
 
 def _fraction(value, where):
@@ -96,11 +94,10 @@ def _fractions(floor, num_widths, factor):
 
 
 def _floors(layers, smallest):
-    """`{layer: {dimension: smallest fraction}}` for the layers the ladder varies."""
-    if not isinstance(smallest, dict):
-        fraction = _fraction(smallest, "smallest")
-        return {layer: {dim: fraction for dim in layer.nested_dims()} for layer in layers}
+    """`{layer: {dimension: smallest fraction}}` of the layers a per-layer ladder varies."""
     names = {layer.name for layer in layers} | {type(layer).__name__ for layer in layers}
+    if not smallest:
+        raise ValueError(f"`smallest` must name at least one of {sorted(names)}; got {{}}.")
     unknown = sorted(set(smallest) - names)
     if unknown:
         raise ValueError(

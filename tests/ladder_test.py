@@ -63,6 +63,7 @@ def test_unnamed_layers_stay_full_and_duplicates_are_dropped():
     ({"smallest": 0.5, "num_widths": 0}, "num_widths"),
     ({"smallest": 0.5, "factor": 1.0}, "factor"),
     ({"smallest": {"MatConv": 0.5}}, "Unknown layer or class"),
+    ({"smallest": {}}, "at least one"),
     ({"smallest": {"hidden_1": {"heads": 0.5}}}, "Unknown nested dimension"),
 ])
 def test_bad_arguments_raise_value_error(kwargs, match):
