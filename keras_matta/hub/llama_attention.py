@@ -7,8 +7,7 @@ from keras import ops
 
 from keras_matta._initializers import clone_initializer
 from keras_matta.layers.mat_layer import MatLayer
-from keras_matta.layers.sampled_width import SampledWidth
-from keras_matta.layers.sampled_width import static_size
+from keras_matta.layers.sampled_width import split_width
 
 
 @keras.saving.register_keras_serializable(package="keras_matta")
@@ -136,8 +135,7 @@ class MatLlamaAttention(MatLayer, keras.layers.Layer):
 
     def call(self, inputs, attention_mask=None, training=None, width=None):
         h = self._active_width(width).get("num_query_heads", self.num_query_heads)
-        sampled = h if isinstance(h, SampledWidth) else None
-        h = static_size(h, self.num_query_heads)
+        h, sampled = split_width(h, self.num_query_heads)
         h_kv = h // self.groups
         q = ops.einsum("btd,dnh->btnh", inputs, self.query_kernel[:, :h])  # (B, T, h, h_d)
         k = ops.einsum("btd,dnh->btnh", inputs, self.key_kernel[:, :h_kv])  # (B, T, h_kv, h_d)

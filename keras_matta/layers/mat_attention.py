@@ -10,8 +10,7 @@ from keras_matta._initializers import clone_initializer
 from keras_matta._validation import is_int
 from keras_matta.layers import majority as majority_lib
 from keras_matta.layers.mat_layer import MatLayer
-from keras_matta.layers.sampled_width import SampledWidth
-from keras_matta.layers.sampled_width import static_size
+from keras_matta.layers.sampled_width import split_width
 
 
 @keras.saving.register_keras_serializable(package="keras_matta")
@@ -212,8 +211,7 @@ class MatMultiHeadAttention(MatLayer, keras.layers.Layer):
         width=None,
     ):
         h = self._active_width(width).get("num_heads", self.num_heads)
-        sampled = h if isinstance(h, SampledWidth) else None
-        h = static_size(h, self.num_heads)
+        h, sampled = split_width(h, self.num_heads)
         # Like `MultiHeadAttention`: the query's Keras mask is read from the tensor; the value's
         # and key's come in as arguments (Keras fills them in when they are separate inputs).
         query_mask = get_keras_mask(query)

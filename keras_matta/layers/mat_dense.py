@@ -7,8 +7,7 @@ from keras import ops
 
 from keras_matta.layers import majority as majority_lib
 from keras_matta.layers.mat_layer import MatLayer
-from keras_matta.layers.sampled_width import SampledWidth
-from keras_matta.layers.sampled_width import static_size
+from keras_matta.layers.sampled_width import split_width
 
 
 @keras.saving.register_keras_serializable(package="keras_matta")
@@ -163,8 +162,7 @@ class MatDense(MatLayer, keras.layers.Dense):
                 f"got an input with {input_dim}."
             )
         units = self._output_units(width)
-        sampled = units if isinstance(units, SampledWidth) else None
-        units = static_size(units, self.units)
+        units, sampled = split_width(units, self.units)
         kernel = self.kernel if self.majority == 1 else self._combined_kernel(training)
         outputs = ops.matmul(inputs, kernel[:input_dim, :units])
         if self.bias is not None:
@@ -176,10 +174,10 @@ class MatDense(MatLayer, keras.layers.Dense):
         return outputs
 
     def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (static_size(self._output_units(), self.units),)
+        return tuple(input_shape[:-1]) + (split_width(self._output_units(), self.units)[0],)
 
     def compute_output_spec(self, inputs, width=None, training=None):
-        units = static_size(self._output_units(width), self.units)
+        units, _ = split_width(self._output_units(width), self.units)
         shape = tuple(inputs.shape[:-1]) + (units,)
         return keras.KerasTensor(shape, dtype=self.compute_dtype)
 

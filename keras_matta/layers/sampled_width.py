@@ -32,6 +32,11 @@ class SampledWidth:
         return ops.cast(ops.less(ops.arange(size), self.count), dtype)
 
 
-def static_size(width, full):
-    """The static extent of a nested dimension: `full` for a `SampledWidth`, else `width`."""
-    return full if isinstance(width, SampledWidth) else width
+def split_width(width, full):
+    """`(static size, SampledWidth or None)` of a nested dimension run at `width`.
+
+    A drawn width runs the dimension at its `full` static size, masked; an int runs at itself.
+    """
+    if isinstance(width, SampledWidth):
+        return full, width
+    return width, None
