@@ -1,0 +1,385 @@
+"""`search`: the Pareto front of quality against cost over a Mat model's width specs."""
+
+import dataclasses
+import hashlib
+import numbers
+
+import keras
+
+from keras_matta import graph as graph_lib
+from keras_matta import widths as widths_lib
+from keras_matta.search import costs as costs_lib
+from keras_matta.search import strategies
+from keras_matta.search.cache import EvaluationCache
+from keras_matta.search.data import SearchData
+from keras_matta.search.pareto import pareto_front
+from keras_matta.search.space import DEFAULT_CHOICES
+from keras_matta.search.space import SearchSpace
+
+STRATEGIES = ("auto", "exhaustive", "evolutionary")
+# A metric whose name contains one of these is minimised when `maximize` is not given.
+_LOWER_IS_BETTER = ("loss", "error", "crossentropy", "perplexity", "bits")
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    """One measured width spec.
+
+    Attributes:
+        widths: `{layer_name: {dimension: int}}`, for `keras_matta.extract`.
+        quality: the objective on the whole validation data (or on the proxy subset where
+            `exact` is False).
+        costs: `{"params": int, "flops": int}` and `"latency_ms"` where measured.
+        exact: whether `quality` was measured on the whole data.
+        uniform: the shared choice (such as `0.25`) when every layer is at it, else `None`.
+    """
+
+    widths: dict
+    quality: float
+    costs: dict
+    exact: bool = True
+    uniform: object = None
+
+    @property
+    def label(self):
+        return widths_lib.width_label(self.widths)
+
+    def to_dict(self):
+        return {"widths": self.widths, "label": self.label, "quality": self.quality,
+                "exact": self.exact, "uniform": self.uniform, **self.costs}
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchResult:
+    """What `search` found.
+
+    Attributes:
+        front: the Pareto front within the budget, cheapest first (exact qualities).
+        uniform: every uniform model (within the budget or not), cheapest first.
+        measured: every candidate measured, in order (proxy qualities where a proxy was used).
+        objective, maximize, cost, budget, strategy: the settings.
+    """
+
+    front: list
+    uniform: list
+    measured: list
+    objective: str
+    maximize: bool
+    cost: str
+    budget: dict
+    strategy: str
+
+    def best(self):
+        """The best-quality point of the front (it satisfies the budget)."""
+        return self.front[-1]
+
+    def best_uniform(self):
+        """The best uniform model within the budget, or `None` if none fits."""
+        fits = [p for p in self.uniform if _within(p.costs, self.budget)]
+        key = (lambda p: p.quality) if self.maximize else (lambda p: -p.quality)
+        return max(fits, key=key) if fits else None
+
+    def to_dict(self):
+        return {"objective": self.objective, "maximize": self.maximize, "cost": self.cost,
+                "budget": self.budget, "strategy": self.strategy,
+                "front": [p.to_dict() for p in self.front],
+                "uniform": [p.to_dict() for p in self.uniform],
+                "measured": [p.to_dict() for p in self.measured]}
+
+
+def search(model, data, budget=None, objective="loss", maximize=None, cost=None,
+           choices=DEFAULT_CHOICES, strategy="auto", max_evaluations=200, population=16,
+           seed=0, batch_size=32, proxy_steps=None, cache=None, latency_repeats=10,
+           input_shape=None, verbose=1):
+    """The Pareto front of quality against cost over the width specs of a trained Mat model.
+
+    Every nested Mat layer takes one of `choices` independently (Mix'n'Match); a candidate's
+    quality is `objective` on `data`, run at its widths (`WidthScope`, equal to the extracted
+    model); its costs are counted (`params`, `flops`: `keras_matta.cost`) or measured
+    (`latency_ms`: the extracted stock model's median time per batch of `batch_size` on this
+    backend). The front keeps the candidates within `budget` that no other beats on both
+    quality and `cost`.
+
+    - `strategy="exhaustive"` measures every candidate within the budget; `"evolutionary"`
+      measures at most `max_evaluations` (`strategies.evolutionary`: parents drawn from the
+      front, crossover and one-step mutations, seeded); `"auto"` is exhaustive when the space
+      has at most `max_evaluations` candidates.
+    - With `proxy_steps`, candidates are ranked on the first `proxy_steps` batches and only the
+      proxy front and the uniform models are measured again on the whole data; the returned
+      front is computed from those exact values.
+    - With `cache` (a file path), every finished measurement is appended to the file at once:
+      stop the search at any moment (Ctrl-C) and call again with the same arguments to resume;
+      nothing finished is measured twice and the seeded search takes the same path.
+
+    Every argument, the budget against the cheapest candidate and one batch of `data` through
+    the model are checked before the search starts.
+
+    Args:
+        model: a trained Mat model (the TA), or a `MatTA` (its TA is searched). For a metric
+            name as `objective` it must be compiled with that metric.
+        data: validation data: `(x, y)` or `(x, y, sample_weight)` arrays, or a dataset of
+            batches, as `Model.evaluate` accepts.
+        budget: `{cost_name: bound}` with one of `"params"`, `"flops"`, `"latency_ms"`, or
+            `None` (no bound).
+        objective: a key of `model.evaluate(..., return_dict=True)` (`"loss"`, `"accuracy"`),
+            or a function `objective(model, data) -> float` called inside
+            `WidthScope(model, widths)` with `data` as given (or its proxy subset).
+        maximize: whether a higher objective is better; by default `False` for names with
+            "loss", "error", "crossentropy", "perplexity" or "bits", `True` for other names;
+            required for a function.
+        cost: the cost the front trades against (default: the budget's, else `"params"`).
+        choices: the per-layer widths (see `SearchSpace`): a list shared by every layer
+            (default `(0.25, 0.5, 0.75, 1.0)`; give the trained Student widths and `1.0` to
+            mix only trained granularities, or any widths), or `{layer_name: [spec, ...]}`.
+        strategy: `"auto"`, `"exhaustive"` or `"evolutionary"`.
+        max_evaluations: the most candidates measured by the evolutionary search.
+        population: candidates per generation of the evolutionary search.
+        seed: seeds the evolutionary search.
+        batch_size: the batch size for arrays, and the batch latency is measured at.
+        proxy_steps: rank candidates on this many batches, then confirm the front on all.
+        cache: a file of finished measurements (resumable), or `None`.
+        latency_repeats: timed calls per latency measurement (their median is kept).
+        input_shape: per-example input shape, where the model's has unknown dimensions.
+        verbose: 1 shows a progress bar, 0 is silent.
+
+    Returns:
+        A `SearchResult`: `.front` (the Pareto points, cheapest first, each with `.widths` for
+        `keras_matta.extract`, `.quality` and `.costs`), `.uniform`, `.measured`, `.best()`,
+        `.best_uniform()` and `.to_dict()` (JSON).
+
+    Raises:
+        ValueError: an unknown objective, cost or strategy; a budget that no candidate meets;
+            data that does not fit the model; an uncompiled model with a metric name.
+        TypeError: arguments of the wrong type.
+
+    Example:
+
+    ```python
+    ta = keras.Sequential([keras.Input((8,)),
+                           keras_matta.MatDense(32, activation="relu", name="hidden_1"),
+                           keras_matta.MatDense(32, activation="relu", name="hidden_2"),
+                           keras_matta.MatDense(3, nested=False, name="logits")])
+    ta.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+               metrics=["accuracy"])
+    x, y = np.random.rand(64, 8).astype("float32"), np.random.randint(0, 3, 64)
+    result = keras_matta.search(ta, (x, y), budget={"params": 800}, objective="accuracy",
+                                choices=[0.25, 0.5, 1.0], verbose=0)
+    assert all(point.costs["params"] <= 800 for point in result.front)
+    student = keras_matta.extract(ta, result.best().widths)   # the model to serve
+    assert student.count_params() == result.best().costs["params"]
+    ```
+
+    Reference:
+        Devvrit et al., "MatFormer: Nested Transformer for Elastic Inference", 2023
+        (Mix'n'Match); Cai et al., "Once-for-All", ICLR 2020 (searching sub-networks under
+        a latency budget).
+    """
+    # === Arguments, all checked before any measurement ===
+    model = graph_lib.unwrap(model)
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`model` must be a keras.Model with Mat layers; got "
+                        f"{type(model).__name__}.")
+    space = SearchSpace(model, choices)
+    maximize = _direction(model, objective, maximize)
+    budget = _budget(budget)
+    cost = _cost_name(cost, budget)
+    if strategy not in STRATEGIES:
+        raise ValueError(f"`strategy` must be one of {STRATEGIES}; got {strategy!r}.")
+    for name, value in (("max_evaluations", max_evaluations), ("population", population),
+                        ("batch_size", batch_size), ("latency_repeats", latency_repeats),
+                        ("proxy_steps", 1 if proxy_steps is None else proxy_steps)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"`{name}` must be a positive int; got {value!r}.")
+    if strategy == "auto":
+        strategy = "exhaustive" if space.size <= max_evaluations else "evolutionary"
+    search_data = SearchData(data, batch_size)
+    search_data.check_inputs(model)
+    proxy_data = search_data.subset(proxy_steps)
+    needed = {cost, *budget, "params", "flops"}
+
+    # === Measurements, cached ===
+    store = EvaluationCache(cache, fingerprint=_fingerprint(
+        model, objective, maximize, batch_size, proxy_steps, latency_repeats))
+    example = search_data.first_batch() if "latency_ms" in needed else None
+
+    def costs_of(candidate):
+        widths = space.spec(candidate)
+        values = costs_lib.counted_costs(model, widths, input_shape)
+        if "latency_ms" in needed:
+            values["latency_ms"] = _cached(store, "latency_ms", widths, lambda: (
+                costs_lib.latency_ms(model, widths, example, repeats=latency_repeats)))
+        return values
+
+    def quality_of(candidate, exact):
+        widths = space.spec(candidate)
+        kind, part = ("quality", search_data) if exact else ("proxy_quality", proxy_data)
+        return _cached(store, kind, widths, lambda: _quality(model, widths, objective, part))
+
+    smallest = tuple(0 for _ in space.sizes)
+
+    def check_budget():
+        if not _within(costs_of(smallest), budget):
+            (name, bound), = budget.items()
+            raise ValueError(
+                f"No width spec fits the budget {name} <= {bound:g}: the smallest candidate "
+                f"({widths_lib.width_label(space.spec(smallest))}) has {name}="
+                f"{costs_of(smallest)[name]:g}. Raise the budget or add smaller `choices`."
+            )
+
+    if "latency_ms" not in budget:  # counted: no model runs before this error
+        check_budget()
+    _check_runs(model, objective, search_data)
+    check_budget()
+
+    # === The search ===
+    progress = _Progress(space.size if strategy == "exhaustive" else max_evaluations,
+                         verbose) if verbose else None
+    sign = 1.0 if maximize else -1.0
+    exact_search = proxy_steps is None
+
+    def measure(candidate):
+        quality = quality_of(candidate, exact=exact_search)
+        if progress is not None:
+            progress.add(1)
+        return costs_of(candidate)[cost], sign * quality
+
+    def feasible(candidate):
+        fits = _within(costs_of(candidate), budget)
+        if not fits and progress is not None and strategy == "exhaustive":
+            progress.add(1)
+        return fits
+
+    uniform = space.uniform()
+    if strategy == "exhaustive":
+        measured = strategies.exhaustive(space.sizes, feasible, measure)
+    else:
+        measured = strategies.evolutionary(
+            space.sizes, feasible, measure, max_evaluations, seed=seed, population=population,
+            initial=list(uniform.values()))
+    if progress is not None:  # the evolution may stop early: close the bar at its count
+        progress.update(progress.target, finalize=True)
+
+    # === The front, on exact qualities ===
+    def point(candidate, exact=True):
+        label = next((u for u, c in uniform.items() if c == candidate), None)
+        return Point(space.spec(candidate), quality_of(candidate, exact), costs_of(candidate),
+                     exact, label)
+
+    measured_points = [point(c, exact_search) for c in measured]
+    front_of = lambda points: [points[i] for i in pareto_front(  # noqa: E731
+        [p.costs[cost] for p in points], [sign * p.quality for p in points])]
+    front = front_of(measured_points)
+    if not exact_search:
+        front = front_of([point(space.candidate(p.widths)) for p in front]
+                         + [point(c) for c in uniform.values()
+                            if _within(costs_of(c), budget)])
+    uniform_points = sorted((point(c) for c in uniform.values()), key=lambda p: p.costs[cost])
+    return SearchResult(front, uniform_points, measured_points, _name(objective), maximize,
+                        cost, budget, strategy)
+
+
+class _Progress:
+    """A `keras.utils.Progbar` that can be closed early, once."""
+
+    def __init__(self, target, verbose):
+        self.target, self.seen = target, 0
+        self.bar = keras.utils.Progbar(target, verbose=verbose, unit_name="candidate")
+
+    def add(self, count):
+        self.seen += count
+        if self.seen < self.target:
+            self.bar.update(self.seen)
+
+    def update(self, _, finalize=True):
+        self.bar.update(self.target, finalize=finalize)
+
+
+def _cached(store, kind, widths, compute):
+    value = store.get(kind, widths)
+    if value is None:
+        value = float(compute())
+        store.put(kind, widths, value)
+    return value
+
+
+def _quality(model, widths, objective, data):
+    with widths_lib.WidthScope(model, widths):
+        if callable(objective):
+            return objective(model, data.as_evaluate_argument())
+        return data.evaluate(model)[objective]
+
+
+def _check_runs(model, objective, data):
+    """One batch through the full-width model: data that does not fit fails here, named."""
+    try:
+        if callable(objective):
+            return
+        logs = data.subset(1).evaluate(model)
+    except Exception as error:  # whatever the backend raises for mismatched shapes or dtypes
+        raise ValueError(f"`data` does not match the model '{model.name}': "
+                         f"{str(error).strip().splitlines()[0] if str(error) else error!r}"
+                         ) from error
+    if objective not in logs:
+        raise ValueError(f"Unknown objective {objective!r}: '{model.name}' is compiled with "
+                         f"the metrics {sorted(logs)}.")
+
+
+def _direction(model, objective, maximize):
+    if maximize is not None and not isinstance(maximize, bool):
+        raise TypeError(f"`maximize` must be True, False or None; got {maximize!r}.")
+    if callable(objective):
+        if maximize is None:
+            raise ValueError("`maximize` is required when `objective` is a function: say "
+                             "whether a higher value is better.")
+        return maximize
+    if not isinstance(objective, str):
+        raise TypeError(f"`objective` must be a metric name or a function; got {objective!r}.")
+    if not getattr(model, "compiled", False):
+        raise ValueError(
+            f"`objective={objective!r}` is a metric of `evaluate`, but '{model.name}' is not "
+            "compiled: call `model.compile(loss=..., metrics=[...])` first, or pass a function."
+        )
+    if maximize is None:
+        maximize = not any(word in objective.lower() for word in _LOWER_IS_BETTER)
+    return maximize
+
+
+def _budget(budget):
+    if budget is None:
+        return {}
+    if not isinstance(budget, dict) or len(budget) != 1:
+        raise TypeError(f"`budget` must be a dict with one cost, such as {{'params': 2e6}}; "
+                        f"got {budget!r}.")
+    (name, bound), = budget.items()
+    if name not in costs_lib.COSTS:
+        raise ValueError(f"Unknown cost {name!r} in `budget`; allowed: {costs_lib.COSTS}.")
+    if isinstance(bound, bool) or not isinstance(bound, numbers.Real) or not bound > 0:
+        raise ValueError(f"`budget[{name!r}]` must be a positive number; got {bound!r}.")
+    return {name: bound}
+
+
+def _cost_name(cost, budget):
+    if cost is None:
+        return next(iter(budget), "params")
+    if cost not in costs_lib.COSTS:
+        raise ValueError(f"Unknown cost {cost!r}; allowed: {costs_lib.COSTS}.")
+    return cost
+
+
+def _within(costs, budget):
+    return all(costs[name] <= bound for name, bound in budget.items())
+
+
+def _name(objective):
+    return objective if isinstance(objective, str) else getattr(objective, "__name__",
+                                                                repr(objective))
+
+
+def _fingerprint(model, objective, maximize, batch_size, proxy_steps, latency_repeats):
+    """What cached values depend on: the weights, the objective, the measurement settings."""
+    digest = hashlib.sha256()
+    for weight in model.weights:  # values only: Keras renames paths across a save and load
+        digest.update(keras.ops.convert_to_numpy(weight.value).tobytes())
+    return {"weights_sha256": digest.hexdigest(), "objective": _name(objective),
+            "maximize": maximize, "batch_size": batch_size, "proxy_steps": proxy_steps,
+            "latency_repeats": latency_repeats, "backend": keras.backend.backend()}
