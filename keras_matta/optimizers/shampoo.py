@@ -1,16 +1,17 @@
 """Shampoo: a block-diagonal Kronecker-factored preconditioner, grafted onto a simple optimizer."""
 
-import re
 from typing import Any
 from typing import NamedTuple
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_matta.optimizers import grafting as grafting_lib
-from keras_matta.optimizers.blocking import BlockLayout
-from keras_matta.optimizers.blocking import matrix_shape_for
+from keras_matta.optimizers.kronecker import KroneckerFactoredOptimizer
+from keras_matta.optimizers.kronecker import block_squared_norms
+from keras_matta.optimizers.kronecker import check_number
+from keras_matta.optimizers.kronecker import concrete
+from keras_matta.optimizers.kronecker import pad_matrices
 from keras_matta.optimizers.matrix_roots import ROOT_METHODS
 from keras_matta.optimizers.matrix_roots import matrix_inverse_root
 
@@ -20,7 +21,7 @@ _ROOT = 4
 
 
 @keras.saving.register_keras_serializable(package="keras_matta")
-class Shampoo(keras.optimizers.Optimizer):
+class Shampoo(KroneckerFactoredOptimizer):
     """Shampoo with layer-wise grafting, blocking and periodic inverse roots.
 
     Each trainable variable is viewed as a matrix (see "Shapes" below) and cut into blocks `G`
@@ -126,6 +127,8 @@ class Shampoo(keras.optimizers.Optimizer):
         PyTorch Implementation of the Distributed Shampoo Optimizer", arXiv:2309.06497.
     """
 
+    FACTOR_NAME = "root"
+
     def __init__(
         self,
         learning_rate=0.001,
@@ -155,7 +158,7 @@ class Shampoo(keras.optimizers.Optimizer):
         name=None,
         **kwargs,
     ):
-        # === Validation, before any work ===
+        # === Validation, before any work (the base class checks the arguments it shares) ===
         numbers = [
             ("beta1", beta1, "[0, 1)"),
             ("beta2", beta2, "(0, 1]"),
@@ -166,34 +169,25 @@ class Shampoo(keras.optimizers.Optimizer):
         if weight_decay is not None:
             numbers.append(("weight_decay", weight_decay, "[0, inf)"))
         for arg, value, interval in numbers:
-            _check_number(arg, value, interval)
-        for arg, value in (
-            ("block_size", block_size),
-            ("precondition_frequency", precondition_frequency),
-            ("start_preconditioning_step", start_preconditioning_step),
-            ("max_preconditioner_dim", max_preconditioner_dim),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"`{arg}` must be an integer >= 1; got {arg}={value!r}.")
+            check_number(arg, value, interval)
         for arg, value, allowed in (
             ("grafting", grafting, grafting_lib.GRAFTING_TYPES),
             ("root_method", root_method, ROOT_METHODS),
         ):
             if value not in allowed:
                 raise ValueError(f"`{arg}` must be one of {allowed}; got {arg}={value!r}.")
-        for arg, value in (("nesterov", nesterov), ("exclude_embeddings", exclude_embeddings)):
-            if not isinstance(value, bool):
-                raise TypeError(f"`{arg}` must be a bool; got {arg}={value!r}.")
-        if isinstance(exclude_layers, str) or not all(
-            isinstance(pattern, str) for pattern in exclude_layers or []
-        ):
-            raise TypeError(
-                "`exclude_layers` must be a list of regular-expression strings or None; "
-                f"got exclude_layers={exclude_layers!r}."
-            )
+        if not isinstance(nesterov, bool):
+            raise TypeError(f"`nesterov` must be a bool; got nesterov={nesterov!r}.")
 
         super().__init__(
             learning_rate=learning_rate,
+            statistics_decay=beta2,
+            block_size=block_size,
+            precondition_frequency=precondition_frequency,
+            start_preconditioning_step=start_preconditioning_step,
+            max_preconditioner_dim=max_preconditioner_dim,
+            exclude_embeddings=exclude_embeddings,
+            exclude_layers=exclude_layers,
             name=name,
             weight_decay=weight_decay,
             clipnorm=clipnorm,
@@ -209,222 +203,88 @@ class Shampoo(keras.optimizers.Optimizer):
         self.beta1 = float(beta1)
         self.beta2 = float(beta2)
         self.epsilon = float(epsilon)
-        self.block_size = int(block_size)
-        self.precondition_frequency = int(precondition_frequency)
-        self.start_preconditioning_step = int(start_preconditioning_step)
         self.grafting = grafting
         self.grafting_beta2 = float(grafting_beta2)
         self.grafting_epsilon = float(grafting_epsilon)
         self.nesterov = nesterov
-        self.max_preconditioner_dim = int(max_preconditioner_dim)
         self.root_method = root_method
-        self.exclude_embeddings = exclude_embeddings
-        self.exclude_layers = list(exclude_layers or [])
 
     # === State ===
-
-    def block_layout(self, variable):
-        """The `BlockLayout` Shampoo uses for `variable`, or None if it only grafts."""
-        if self.exclude_embeddings and "embedding" in variable.path.lower():
-            return None
-        if any(re.search(pattern, variable.path) for pattern in self.exclude_layers):
-            return None
-        matrix_shape = matrix_shape_for(tuple(variable.shape))
-        if matrix_shape is None or max(matrix_shape) > self.max_preconditioner_dim:
-            return None
-        return BlockLayout(tuple(variable.shape), matrix_shape, self.block_size)
 
     def build(self, var_list):
         if self.built:
             return
+        self._momentums = [None] * len(var_list)
+        self._second_moments = [None] * len(var_list)
         super().build(var_list)
-        count = len(var_list)
-        self._layouts = [None] * count
-        self._momentums = [None] * count
-        self._second_moments = [None] * count
-        self._left_statistics, self._right_statistics = [None] * count, [None] * count
-        self._left_roots, self._right_roots = [None] * count, [None] * count
-        for var in var_list:
-            if self._overwrite_variable_with_gradient(var):
-                continue
-            index = self._get_variable_index(var)
-            self._momentums[index] = self._add_state(var, var.shape, "momentum")
-            if grafting_lib.has_second_moment(self.grafting):
-                self._second_moments[index] = self._add_state(
-                    var, var.shape, "grafting_second_moment"
-                )
-            layout = self.block_layout(var)
-            if layout is None:
-                continue
-            self._layouts[index] = layout
-            (rows, cols), n = layout.block_shape, layout.num_blocks
-            left, right = (n, rows, rows), (n, cols, cols)
-            identity = _BatchedIdentity()
-            self._left_statistics[index] = self._add_state(var, left, "left_statistics")
-            self._right_statistics[index] = self._add_state(var, right, "right_statistics")
-            self._left_roots[index] = self._add_state(var, left, "left_root", identity)
-            self._right_roots[index] = self._add_state(var, right, "right_root", identity)
 
-    def _add_state(self, variable, shape, suffix, initializer="zeros"):
-        """A float32 optimizer variable named after `variable`, whatever its dtype."""
-        return self.add_variable(
-            shape=shape,
-            initializer=initializer,
-            dtype="float32",
-            name=f"{variable.path.replace('/', '_')}_{suffix}",
+    def _build_variable_state(self, variable, index):
+        self._momentums[index] = self._add_state(variable, variable.shape, "momentum")
+        if grafting_lib.has_second_moment(self.grafting):
+            self._second_moments[index] = self._add_state(
+                variable, variable.shape, "grafting_second_moment"
+            )
+
+    # === Inverse roots (the factors) ===
+
+    def _factors(self, statistics, t):
+        # Bias correction matters only to grafting="none": relative damping and grafting
+        # make the direction independent of the statistics' scale.
+        correction = 1.0 - ops.power(self.beta2, t) if self.beta2 < 1.0 else 1.0
+        return matrix_inverse_root(
+            statistics / correction, _ROOT, method=self.root_method, epsilon=self.epsilon
         )
+
+    def _pad_statistics(self, statistics, side):
+        """`S` in the top-left, `(trace(S) / n) I` below it.
+
+        The result is block-diagonal, so the top-left block of its inverse root is exactly the
+        inverse root of `S`. The padding's eigenvalue, the mean of `S`'s, is positive and at
+        most `lambda_max(S)`: the relative damping does not change and `epsilon=0` stays
+        invertible.
+        """
+        mean_eigenvalue = ops.trace(statistics, axis1=-2, axis2=-1) / statistics.shape[-1]
+        return pad_matrices(statistics, side, mean_eigenvalue)
+
+    def _factor_batches(self, statistics):
+        """Eigh: one call, smaller sides padded (see the base class). Newton: one call per
+        distinct side, in first-seen order: its cost is matmuls of that side."""
+        if self.root_method == "eigh":
+            return super()._factor_batches(statistics)
+        groups = {}
+        for i, matrices in enumerate(statistics):
+            groups.setdefault(matrices.shape[-1], []).append(i)
+        return list(groups.values())
 
     # === Update ===
 
-    def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        if _in_tf_distribute():
-            # The base class all-reduces the gradients and then calls `update_step` per
-            # variable, in cross-replica context: statistics must see the reduced gradients.
-            super()._backend_update_step(grads, trainable_variables, learning_rate)
-            return
-        # Every variable's statistics first, so that a refresh computes all roots in a few
-        # batched calls (`_root_batches`) instead of one per variable: compile time and the
-        # number of solver launches stay flat as the model gets deeper.
-        step_scalars = self._step_scalars(learning_rate)
-        gradients = [_dense_float32(gradient) for gradient in grads]
-        self._update_preconditioners(gradients, trainable_variables, step_scalars)
-        for gradient, variable in zip(gradients, trainable_variables):
-            self._update_variable(gradient, variable, step_scalars)
-
-    def update_step(self, gradient, variable, learning_rate):
-        """The whole step of one variable, its roots included (`apply` batches the roots)."""
-        step_scalars = self._step_scalars(learning_rate)
-        gradient = _dense_float32(gradient)
-        self._update_preconditioners([gradient], [variable], step_scalars)
-        self._update_variable(gradient, variable, step_scalars)
-
     def _step_scalars(self, learning_rate):
-        """What every variable's update shares at this step, computed once per step.
-
-        In eager execution each `keras.ops` call costs a dispatch: the step's scalars are not
-        recomputed per variable, and the branches below are taken in Python (`_concrete`).
-        """
-        step = self.iterations + 1
-        t = ops.cast(step, "float32")
+        schedule = self.schedule(learning_rate)
+        t = schedule.t
         momentum_correction = 1.0 - ops.power(self.beta1, t)
         if self.nesterov:
             momentum_weight = self.beta1 / (1.0 - ops.power(self.beta1, t + 1.0))
             gradient_weight = (1.0 - self.beta1) / momentum_correction
         else:
             momentum_weight, gradient_weight = 1.0 / momentum_correction, None
-        preconditions = step >= self.start_preconditioning_step
         return _StepScalars(
-            t=t,
-            learning_rate=ops.cast(learning_rate, "float32"),
+            schedule=schedule,
             momentum_weight=momentum_weight,
             gradient_weight=gradient_weight,
             second_moment_scale=grafting_lib.second_moment_scale(
                 self.grafting, t, self.grafting_beta2
             ),
-            preconditions=preconditions,
-            refreshes_roots=ops.logical_and(
-                preconditions,
-                ops.equal(
-                    ops.mod(step - self.start_preconditioning_step, self.precondition_frequency),
-                    0,
-                ),
-            ),
         )
 
-    def _update_preconditioners(self, gradients, variables, step_scalars):
-        """Updates the statistics of `variables` and, at a refresh step, their roots."""
-        pending = []  # (statistics variable, its new value, this step's weighted gram, root)
-        for gradient, variable in zip(gradients, variables):
-            index = self._get_variable_index(variable)
-            layout = self._layouts[index]
-            if layout is None:
-                continue
-            blocks = layout.to_blocks(gradient)  # (blocks, rows, cols)
-            for statistics, gram, root in (
-                (self._left_statistics[index], ops.matmul(blocks, _transpose(blocks)),
-                 self._left_roots[index]),
-                (self._right_statistics[index], ops.matmul(_transpose(blocks), blocks),
-                 self._right_roots[index]),
-            ):
-                weighted_gram = gram if self.beta2 == 1.0 else gram * (1.0 - self.beta2)
-                updated = _decayed_sum(statistics, weighted_gram, self.beta2)
-                pending.append((statistics, updated, weighted_gram, root))
-        if not pending:
-            return
-        refreshes = _concrete(step_scalars.refreshes_roots)
-        if refreshes is False:  # eager, between refreshes: the roots are neither read nor written
-            for statistics, updated, _, _ in pending:
-                self.assign(statistics, updated)
-            return
-        updated = tuple(entry[1] for entry in pending)
-        previous_roots = tuple(ops.convert_to_tensor(entry[3]) for entry in pending)
-
-        def refresh():
-            # A statistic that became non-finite (an overflow, a bad batch) restarts from this
-            # step's weighted gram; its root then comes from the restarted statistic.
-            statistics = tuple(
-                _finite_or(value, gram) for value, (_, _, gram, _) in zip(updated, pending)
-            )
-            return statistics, self._inverse_roots(statistics, previous_roots, step_scalars.t)
-
-        if refreshes:
-            new_statistics, roots = refresh()
-        else:
-            # Branches return values and the assignments happen outside: JAX cannot assign
-            # inside a branch, and only the taken branch runs (no root cost between refreshes).
-            new_statistics, roots = ops.cond(
-                step_scalars.refreshes_roots, refresh, lambda: (updated, previous_roots)
-            )
-        for (statistics, _, _, root_variable), value, root in zip(pending, new_statistics, roots):
-            self.assign(statistics, value)
-            self.assign(root_variable, root)
-
-    def _inverse_roots(self, statistics, previous_roots, t):
-        """The inverse 4th root of every statistic, or its previous root where that fails."""
-        # Bias correction matters only to grafting="none": relative damping and grafting
-        # make the direction independent of the statistics' scale.
-        correction = 1.0 - ops.power(self.beta2, t) if self.beta2 < 1.0 else 1.0
-        roots = list(previous_roots)
-        for members in self._root_batches(statistics):
-            side = max(statistics[i].shape[-1] for i in members)
-            padded = ops.concatenate(
-                [_padded_statistics(statistics[i], side) for i in members], axis=0
-            )
-            previous = ops.concatenate([_padded(previous_roots[i], side) for i in members], axis=0)
-            computed = self._root_or_previous(padded / correction, previous)
-            offsets = np.cumsum([0] + [statistics[i].shape[0] for i in members])
-            for i, begin, end in zip(members, offsets[:-1], offsets[1:]):
-                size = statistics[i].shape[-1]
-                roots[i] = computed[begin:end, :size, :size]
-        return tuple(roots)
-
-    def _root_batches(self, statistics):
-        """Which statistics share one `matrix_inverse_root` call: indices into `statistics`.
-
-        Newton: one call per distinct side (its cost is matmuls of that side). Eigh: a single
-        call, smaller sides padded to the largest: XLA's CPU runtime runs independent LAPACK
-        eigendecompositions concurrently and, on a 2-core machine, deadlocks within a few
-        steps when several are in flight with the matmuls around them (jaxlib 0.10; reproduced
-        in plain `jax.jit`). One call is one solver launch on every backend.
-        """
-        if self.root_method == "eigh":
-            return [list(range(len(statistics)))]
-        return _group_by_side(statistics)
-
-    def _root_or_previous(self, statistics, previous_root):
-        root = matrix_inverse_root(statistics, _ROOT, method=self.root_method, epsilon=self.epsilon)
-        usable = ops.all(ops.isfinite(root), axis=(-2, -1), keepdims=True)
-        return ops.where(usable, root, previous_root)
-
-    def _update_variable(self, gradient, variable, step_scalars):
+    def _update_variable(self, gradient, variable, scalars):
         """Momentum, the grafted step and, from the start step on, Shampoo's direction."""
         index = self._get_variable_index(variable)
         momentum = self._momentums[index]
         new_momentum = momentum + (1.0 - self.beta1) * (gradient - momentum)
         self.assign(momentum, new_momentum)
-        filtered = new_momentum * step_scalars.momentum_weight
+        filtered = new_momentum * scalars.momentum_weight
         if self.nesterov:
-            filtered = filtered + gradient * step_scalars.gradient_weight
+            filtered = filtered + gradient * scalars.gradient_weight
 
         second_moment = self._second_moments[index]
         second_moment_value = None
@@ -434,30 +294,31 @@ class Shampoo(keras.optimizers.Optimizer):
             )
             self.assign(second_moment, second_moment_value)
         update = grafting_lib.grafted_direction(
-            self.grafting, filtered, second_moment_value, step_scalars.second_moment_scale,
+            self.grafting, filtered, second_moment_value, scalars.second_moment_scale,
             self.grafting_epsilon,
         )
 
-        preconditions = _concrete(step_scalars.preconditions)
+        schedule = scalars.schedule
+        preconditions = concrete(schedule.preconditions)
         if self._layouts[index] is not None and preconditions is not False:
             shampoo = self._shampoo_direction(index, filtered, update)
             update = shampoo if preconditions else ops.where(
-                step_scalars.preconditions, shampoo, update
+                schedule.preconditions, shampoo, update
             )
-        self.assign_sub(variable, ops.cast(update * step_scalars.learning_rate, variable.dtype))
+        self.assign_sub(variable, ops.cast(update * schedule.learning_rate, variable.dtype))
 
     def _shampoo_direction(self, index, filtered, grafted):
         """P_L M_hat P_R per block, with the grafted step's norm, in the variable's shape."""
         layout = self._layouts[index]
-        left_root = ops.convert_to_tensor(self._left_roots[index])
-        right_root = ops.convert_to_tensor(self._right_roots[index])
+        left_root = ops.convert_to_tensor(self._left_factors[index])
+        right_root = ops.convert_to_tensor(self._right_factors[index])
         direction = ops.matmul(ops.matmul(left_root, layout.to_blocks(filtered)), right_root)
         if layout.is_padded:
             direction = direction * layout.mask
         if grafting_lib.rescales_shampoo(self.grafting):
             # ||A||_F / ||D||_F per block; a zero direction stays zero.
             squared_ratio = ops.divide_no_nan(
-                _block_squared_norms(layout.to_blocks(grafted)), _block_squared_norms(direction)
+                block_squared_norms(layout.to_blocks(grafted)), block_squared_norms(direction)
             )
             direction = direction * ops.sqrt(squared_ratio)
         return layout.from_blocks(direction)
@@ -471,132 +332,20 @@ class Shampoo(keras.optimizers.Optimizer):
                 "beta1": self.beta1,
                 "beta2": self.beta2,
                 "epsilon": self.epsilon,
-                "block_size": self.block_size,
-                "precondition_frequency": self.precondition_frequency,
-                "start_preconditioning_step": self.start_preconditioning_step,
                 "grafting": self.grafting,
                 "grafting_beta2": self.grafting_beta2,
                 "grafting_epsilon": self.grafting_epsilon,
                 "nesterov": self.nesterov,
-                "max_preconditioner_dim": self.max_preconditioner_dim,
                 "root_method": self.root_method,
-                "exclude_embeddings": self.exclude_embeddings,
-                "exclude_layers": list(self.exclude_layers),
             }
         )
         return config
 
 
-class _BatchedIdentity(keras.initializers.Initializer):
-    """Identity matrices for a `(num_blocks, n, n)` root: a neutral preconditioner."""
-
-    def __call__(self, shape, dtype=None):
-        # A materialized copy: torch cannot assign into a broadcast (aliased) tensor.
-        identities = np.broadcast_to(np.eye(shape[-1]), shape).copy()
-        return ops.convert_to_tensor(identities, dtype=dtype)
-
-
 class _StepScalars(NamedTuple):
     """The scalars of one step, shared by every variable's update."""
 
-    t: Any  # the 1-based step, float32
-    learning_rate: Any
+    schedule: Any  # kronecker.Schedule
     momentum_weight: Any  # m_hat = momentum_weight * m_t (+ gradient_weight * g_t: Nesterov)
     gradient_weight: Any
     second_moment_scale: Any  # see grafting.second_moment_scale
-    preconditions: Any  # step >= start_preconditioning_step
-    refreshes_roots: Any
-
-
-def _concrete(predicate):
-    """A boolean tensor's value in eager execution, or None when it is symbolic.
-
-    Under `jit`/`tf.function`, `bool()` raises TypeError and the caller stages the branch
-    (`ops.cond`, `ops.where`); eagerly, only the branch taken runs, and eager JAX does not
-    compile both branches of an `ops.cond`, eigendecompositions included, on every call.
-    """
-    try:
-        return bool(predicate)
-    except TypeError:
-        return None
-
-
-def _in_tf_distribute():
-    """Whether a `tf.distribute` strategy (other than the default one) is in scope."""
-    if keras.backend.backend() != "tensorflow":
-        return False
-    import tensorflow as tf
-
-    return tf.distribute.has_strategy()
-
-
-def _dense_float32(gradient):
-    gradient = ops.cast(gradient, "float32")
-    if type(gradient).__name__ == "IndexedSlices":
-        # TensorFlow's embedding gradients: keras.ops keeps them sparse through casts and
-        # products, but adding them to a dense tensor densifies them.
-        gradient = ops.add(ops.zeros(tuple(gradient.shape), "float32"), gradient)
-    return gradient
-
-
-def _group_by_side(statistics):
-    """Indices into `statistics` grouped by matrix side, in first-seen order (deterministic)."""
-    groups = {}
-    for i, matrices in enumerate(statistics):
-        groups.setdefault(matrices.shape[-1], []).append(i)
-    return list(groups.values())
-
-
-def _padded(matrices, side):
-    """`(k, n, n)` -> `(k, side, side)`, zero-padded at the bottom and right."""
-    extra = side - matrices.shape[-1]
-    return matrices if extra == 0 else ops.pad(matrices, [(0, 0), (0, extra), (0, extra)])
-
-
-def _padded_statistics(statistics, side):
-    """`(k, n, n)` -> `(k, side, side)`: `S` in the top-left, `(trace(S) / n) I` below it.
-
-    The result is block-diagonal, so the top-left block of its inverse root is exactly the
-    inverse root of `S`. The padding's eigenvalue, the mean of `S`'s, is positive and at most
-    `lambda_max(S)`: the relative damping does not change and `epsilon=0` stays invertible.
-    """
-    size = statistics.shape[-1]
-    if size == side:
-        return statistics
-    mean_eigenvalue = ops.trace(statistics, axis1=-2, axis2=-1) / size
-    padding_diagonal = ops.convert_to_tensor(np.diag((np.arange(side) >= size).astype("float32")))
-    return _padded(statistics, side) + mean_eigenvalue[:, None, None] * padding_diagonal
-
-
-def _decayed_sum(statistics, weighted_gram, beta2):
-    """beta2 * S + (1 - beta2) * gram, given the weighted gram (a plain sum at beta2 = 1)."""
-    return statistics + weighted_gram if beta2 == 1.0 else statistics * beta2 + weighted_gram
-
-
-def _finite_or(matrices, replacement):
-    """`matrices`, with every non-finite `(n, n)` matrix replaced by its `replacement`."""
-    finite = ops.all(ops.isfinite(matrices), axis=(-2, -1), keepdims=True)
-    return ops.where(finite, matrices, replacement)
-
-
-def _transpose(blocks):
-    return ops.swapaxes(blocks, -1, -2)
-
-
-def _block_squared_norms(blocks):
-    return ops.sum(ops.square(blocks), axis=(-2, -1), keepdims=True)
-
-
-def _check_number(arg, value, interval):
-    """Raises a ValueError naming `arg` unless `value` is a real number in `interval`, written
-    like "[0, 1)" (brackets closed, parentheses open)."""
-    low, high = (float(bound) for bound in interval[1:-1].split(","))
-    is_number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, bool
-    )
-    if not (
-        is_number
-        and (value >= low if interval[0] == "[" else value > low)
-        and (value <= high if interval[-1] == "]" else value < high)
-    ):
-        raise ValueError(f"`{arg}` must be a number in {interval}; got {arg}={value!r}.")

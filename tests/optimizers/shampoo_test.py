@@ -286,7 +286,7 @@ def test_root_recomputation_schedule():
     changed = []
     for t in range(1, 9):
         optimizer.apply([rng.standard_normal(SHAPE).astype("float32")], [variable])
-        root = to_numpy(optimizer._left_roots[0])
+        root = to_numpy(optimizer._left_factors[0])
         if previous is not None and not np.array_equal(root, previous):
             changed.append(t)
         previous = root
@@ -305,18 +305,18 @@ def test_nan_in_a_statistic_does_not_reach_the_weights():
     gradients = [rng.standard_normal(SHAPE).astype("float32") for _ in range(8)]
     for gradient in gradients[:3]:
         optimizer.apply([gradient], [variable])
-    root_before = to_numpy(optimizer._left_roots[0])
+    root_before = to_numpy(optimizer._left_factors[0])
     poisoned = to_numpy(optimizer._left_statistics[0])
     poisoned[0, 1, 1] = np.nan
     optimizer._left_statistics[0].assign(poisoned)
 
     optimizer.apply([gradients[3]], [variable])  # step 4 recomputes the roots
     assert np.isfinite(to_numpy(variable)).all()
-    assert np.isfinite(to_numpy(optimizer._left_roots[0])).all()
+    assert np.isfinite(to_numpy(optimizer._left_factors[0])).all()
     # The statistic restarted from the current gradient, so the root was recomputed from it
     # rather than kept: training goes on with a fresh preconditioner.
     assert np.isfinite(to_numpy(optimizer._left_statistics[0])).all()
-    assert not np.array_equal(to_numpy(optimizer._left_roots[0]), root_before)
+    assert not np.array_equal(to_numpy(optimizer._left_factors[0]), root_before)
     for gradient in gradients[4:]:
         optimizer.apply([gradient], [variable])
     assert np.isfinite(to_numpy(variable)).all()
@@ -331,7 +331,7 @@ def test_failed_root_keeps_the_previous_preconditioner(monkeypatch):
     gradients = [rng.standard_normal(SHAPE).astype("float32") for _ in range(6)]
     for gradient in gradients[:2]:  # roots computed at step 2
         optimizer.apply([gradient], [variable])
-    roots_at_step_2 = to_numpy(optimizer._left_roots[0]), to_numpy(optimizer._right_roots[0])
+    roots_at_step_2 = to_numpy(optimizer._left_factors[0]), to_numpy(optimizer._right_factors[0])
     assert not np.array_equal(roots_at_step_2[0][0], np.eye(BLOCK_SIZE))
 
     # A root routine that fails (as a non-converged Newton iteration or NaN statistics would)
@@ -342,14 +342,14 @@ def test_failed_root_keeps_the_previous_preconditioner(monkeypatch):
     monkeypatch.setattr(shampoo_module, "matrix_inverse_root", failing_root)
     for gradient in gradients[2:4]:
         optimizer.apply([gradient], [variable])
-    np.testing.assert_array_equal(to_numpy(optimizer._left_roots[0]), roots_at_step_2[0])
-    np.testing.assert_array_equal(to_numpy(optimizer._right_roots[0]), roots_at_step_2[1])
+    np.testing.assert_array_equal(to_numpy(optimizer._left_factors[0]), roots_at_step_2[0])
+    np.testing.assert_array_equal(to_numpy(optimizer._right_factors[0]), roots_at_step_2[1])
     assert np.isfinite(to_numpy(variable)).all()
 
     monkeypatch.undo()
     for gradient in gradients[4:]:  # step 6 refreshes again
         optimizer.apply([gradient], [variable])
-    assert not np.array_equal(to_numpy(optimizer._left_roots[0]), roots_at_step_2[0])
+    assert not np.array_equal(to_numpy(optimizer._left_factors[0]), roots_at_step_2[0])
     assert np.isfinite(to_numpy(variable)).all()
 
 

@@ -51,7 +51,7 @@ def shampoo_for_tests(**kwargs):
 def assert_preconditioner_in_use(optimizer):
     """Roots were computed (no longer the identity they start as) and are finite."""
     refreshed = 0
-    for root in optimizer._left_roots + optimizer._right_roots:
+    for root in optimizer._left_factors + optimizer._right_factors:
         if root is None:
             continue
         value = to_numpy(root)
@@ -133,7 +133,7 @@ def test_bfloat16_variables_keep_float32_state():
         optimizer.apply([gradient], [variable])
     assert variable.dtype == "bfloat16"
     assert optimizer._left_statistics[0].dtype == "float32"
-    assert optimizer._left_roots[0].dtype == "float32"
+    assert optimizer._left_factors[0].dtype == "float32"
     assert_preconditioner_in_use(optimizer)
     assert np.isfinite(to_numpy(keras.ops.cast(variable, "float32"))).all()
 

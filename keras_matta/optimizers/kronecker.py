@@ -1,0 +1,380 @@
+"""What Shampoo and SOAP share: blocks, Kronecker-factor statistics and their periodic refresh.
+
+Both optimizers view each variable as a matrix cut into blocks (`blocking.py`), keep per block
+the statistics `L = sum beta^k G G^T` and `R = sum beta^k G^T G`, and every
+`precondition_frequency` steps turn each statistic into one matrix, its *factor*: Shampoo's
+inverse 4th root, SOAP's eigenbasis. Everything about that, computing all factors of a step in a
+few batched calls, refreshing only at scheduled steps (staged under `jit`, a Python branch
+eagerly), restarting non-finite statistics and keeping the previous factor where a new one
+fails, lives here once. A subclass supplies the factor (`_factors`, `_pad_statistics`) and the
+per-variable update (`_step_scalars`, `_update_variable`).
+"""
+
+import re
+from typing import Any
+from typing import NamedTuple
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_matta.optimizers.blocking import BlockLayout
+from keras_matta.optimizers.blocking import matrix_shape_for
+
+
+class Schedule(NamedTuple):
+    """Where a step is in the preconditioning schedule; every variable's update shares it."""
+
+    t: Any  # the 1-based step, float32
+    learning_rate: Any  # float32
+    preconditions: Any  # step >= start_preconditioning_step
+    refreshes: Any  # this step recomputes the factors
+
+
+class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
+    """Base class of `Shampoo` and `SOAP` (not public: see their docstrings for the math).
+
+    `statistics_decay` is the `beta` of `S <- beta S + (1 - beta) gram` (`1`: plain sums).
+    The other arguments are documented by the subclasses, which validate their own ones
+    before calling this `__init__`.
+    """
+
+    # The factor's name in its optimizer variables' names (`<variable>_left_<name>`), which
+    # `keras_matta.distribution.add_shampoo_layouts` looks up.
+    FACTOR_NAME = "factor"
+
+    def __init__(
+        self,
+        learning_rate,
+        statistics_decay,
+        block_size,
+        precondition_frequency,
+        start_preconditioning_step,
+        max_preconditioner_dim,
+        exclude_embeddings,
+        exclude_layers,
+        **kwargs,
+    ):
+        for arg, value in (
+            ("block_size", block_size),
+            ("precondition_frequency", precondition_frequency),
+            ("start_preconditioning_step", start_preconditioning_step),
+            ("max_preconditioner_dim", max_preconditioner_dim),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"`{arg}` must be an integer >= 1; got {arg}={value!r}.")
+        if not isinstance(exclude_embeddings, bool):
+            raise TypeError(
+                "`exclude_embeddings` must be a bool; "
+                f"got exclude_embeddings={exclude_embeddings!r}."
+            )
+        if isinstance(exclude_layers, str) or not all(
+            isinstance(pattern, str) for pattern in exclude_layers or []
+        ):
+            raise TypeError(
+                "`exclude_layers` must be a list of regular-expression strings or None; "
+                f"got exclude_layers={exclude_layers!r}."
+            )
+        super().__init__(learning_rate=learning_rate, **kwargs)
+        self.block_size = int(block_size)
+        self.precondition_frequency = int(precondition_frequency)
+        self.start_preconditioning_step = int(start_preconditioning_step)
+        self.max_preconditioner_dim = int(max_preconditioner_dim)
+        self.exclude_embeddings = exclude_embeddings
+        self.exclude_layers = list(exclude_layers or [])
+        self._statistics_decay = float(statistics_decay)
+
+    # === State ===
+
+    def block_layout(self, variable):
+        """The `BlockLayout` used for `variable`, or None if it is not preconditioned."""
+        if self.exclude_embeddings and "embedding" in variable.path.lower():
+            return None
+        if any(re.search(pattern, variable.path) for pattern in self.exclude_layers):
+            return None
+        matrix_shape = matrix_shape_for(tuple(variable.shape))
+        if matrix_shape is None or max(matrix_shape) > self.max_preconditioner_dim:
+            return None
+        return BlockLayout(tuple(variable.shape), matrix_shape, self.block_size)
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        count = len(var_list)
+        self._layouts = [None] * count
+        self._left_statistics, self._right_statistics = [None] * count, [None] * count
+        self._left_factors, self._right_factors = [None] * count, [None] * count
+        for var in var_list:
+            if self._overwrite_variable_with_gradient(var):
+                continue
+            index = self._get_variable_index(var)
+            self._build_variable_state(var, index)
+            layout = self.block_layout(var)
+            if layout is None:
+                continue
+            self._layouts[index] = layout
+            (rows, cols), n = layout.block_shape, layout.num_blocks
+            left, right = (n, rows, rows), (n, cols, cols)
+            # The identity factor is neutral for both: no preconditioning, the standard basis.
+            identity = _BatchedIdentity()
+            name = self.FACTOR_NAME
+            self._left_statistics[index] = self._add_state(var, left, "left_statistics")
+            self._right_statistics[index] = self._add_state(var, right, "right_statistics")
+            self._left_factors[index] = self._add_state(var, left, f"left_{name}", identity)
+            self._right_factors[index] = self._add_state(var, right, f"right_{name}", identity)
+            self._build_block_state(var, index, layout)
+
+    def _build_variable_state(self, variable, index):
+        """Subclass hook: state every variable has (momentum, ...)."""
+
+    def _build_block_state(self, variable, index, layout):
+        """Subclass hook: state only preconditioned variables have."""
+
+    def _add_state(self, variable, shape, suffix, initializer="zeros"):
+        """A float32 optimizer variable named after `variable`, whatever its dtype."""
+        return self.add_variable(
+            shape=shape,
+            initializer=initializer,
+            dtype="float32",
+            name=f"{variable.path.replace('/', '_')}_{suffix}",
+        )
+
+    # === Update ===
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        if _in_tf_distribute():
+            # The base class all-reduces the gradients and then calls `update_step` per
+            # variable, in cross-replica context: statistics must see the reduced gradients.
+            super()._backend_update_step(grads, trainable_variables, learning_rate)
+            return
+        # Every variable's statistics first, so that a refresh computes all factors in a few
+        # batched calls instead of one per variable: compile time and the number of solver
+        # launches stay flat as the model gets deeper.
+        scalars = self._step_scalars(learning_rate)
+        gradients = [_dense_float32(gradient) for gradient in grads]
+        self._update_statistics(gradients, trainable_variables, scalars.schedule)
+        for gradient, variable in zip(gradients, trainable_variables):
+            self._update_variable(gradient, variable, scalars)
+
+    def update_step(self, gradient, variable, learning_rate):
+        """The whole step of one variable, its factors included (`apply` batches them)."""
+        scalars = self._step_scalars(learning_rate)
+        gradient = _dense_float32(gradient)
+        self._update_statistics([gradient], [variable], scalars.schedule)
+        self._update_variable(gradient, variable, scalars)
+
+    def _step_scalars(self, learning_rate):
+        """Subclass hook: the step's shared scalars, with `schedule()`'s result as `.schedule`.
+
+        In eager execution each `keras.ops` call costs a dispatch: the step's scalars are
+        computed once, not per variable.
+        """
+        raise NotImplementedError
+
+    def _update_variable(self, gradient, variable, scalars):
+        """Subclass hook: the update of one variable, its factors already refreshed."""
+        raise NotImplementedError
+
+    def schedule(self, learning_rate):
+        """This step's `Schedule` (the step counter is not advanced)."""
+        step = self.iterations + 1
+        preconditions = step >= self.start_preconditioning_step
+        since_start = step - self.start_preconditioning_step
+        return Schedule(
+            t=ops.cast(step, "float32"),
+            learning_rate=ops.cast(learning_rate, "float32"),
+            preconditions=preconditions,
+            refreshes=ops.logical_and(
+                preconditions, ops.equal(ops.mod(since_start, self.precondition_frequency), 0)
+            ),
+        )
+
+    def _update_statistics(self, gradients, variables, schedule):
+        """Updates the statistics of `variables` and, at a refresh step, their factors."""
+        beta = self._statistics_decay
+        pending = []  # (statistics variable, its new value, this step's weighted gram, factor)
+        for gradient, variable in zip(gradients, variables):
+            index = self._get_variable_index(variable)
+            layout = self._layouts[index]
+            if layout is None:
+                continue
+            blocks = layout.to_blocks(gradient)  # (blocks, rows, cols)
+            for statistics, gram, factor in (
+                (self._left_statistics[index], ops.matmul(blocks, transpose(blocks)),
+                 self._left_factors[index]),
+                (self._right_statistics[index], ops.matmul(transpose(blocks), blocks),
+                 self._right_factors[index]),
+            ):
+                weighted_gram = gram if beta == 1.0 else gram * (1.0 - beta)
+                updated = statistics + weighted_gram if beta == 1.0 else (
+                    statistics * beta + weighted_gram
+                )
+                pending.append((statistics, updated, weighted_gram, factor))
+        if not pending:
+            return
+        refreshes = concrete(schedule.refreshes)
+        if refreshes is False:  # eager, between refreshes: factors are neither read nor written
+            for statistics, updated, _, _ in pending:
+                self.assign(statistics, updated)
+            return
+        updated = tuple(entry[1] for entry in pending)
+        previous = tuple(ops.convert_to_tensor(entry[3]) for entry in pending)
+
+        def refresh():
+            # A statistic that became non-finite (an overflow, a bad batch) restarts from this
+            # step's weighted gram; its factor then comes from the restarted statistic.
+            statistics = tuple(
+                _finite_or(value, gram) for value, (_, _, gram, _) in zip(updated, pending)
+            )
+            return statistics, self._refreshed_factors(statistics, previous, schedule.t)
+
+        if refreshes:
+            new_statistics, factors = refresh()
+        else:
+            # Branches return values and the assignments happen outside: JAX cannot assign
+            # inside a branch, and only the taken branch runs (no factor cost in between).
+            new_statistics, factors = ops.cond(
+                schedule.refreshes, refresh, lambda: (updated, previous)
+            )
+        for (statistics, _, _, factor), value, new_factor in zip(pending, new_statistics, factors):
+            self.assign(statistics, value)
+            self.assign(factor, new_factor)
+
+    def _refreshed_factors(self, statistics, previous, t):
+        """Every statistic's new factor, or its previous one where the new one is not finite.
+
+        Statistics are stacked into one `_factors` call per `_factor_batches` group, each
+        padded to the group's largest side by `_pad_statistics` so that the top-left block
+        of the padded result is the factor of the unpadded statistic.
+        """
+        factors = list(previous)
+        for members in self._factor_batches(statistics):
+            side = max(statistics[i].shape[-1] for i in members)
+            padded = ops.concatenate(
+                [self._pad_statistics(statistics[i], side) for i in members], axis=0
+            )
+            before = ops.concatenate([pad_matrices(previous[i], side) for i in members], axis=0)
+            computed = _finite_or(self._factors(padded, t), before)
+            offsets = np.cumsum([0] + [statistics[i].shape[0] for i in members])
+            for i, begin, end in zip(members, offsets[:-1], offsets[1:]):
+                size = statistics[i].shape[-1]
+                factors[i] = computed[begin:end, :size, :size]
+        return tuple(factors)
+
+    def _factor_batches(self, statistics):
+        """Which statistics share one `_factors` call: lists of indices into `statistics`.
+
+        One call by default: XLA's CPU runtime runs independent LAPACK eigendecompositions
+        concurrently and, on a 2-core machine, deadlocks within a few steps when several are in
+        flight with the matmuls around them (jaxlib 0.10; reproduced in plain `jax.jit`). One
+        call is one solver launch on every backend.
+        """
+        return [list(range(len(statistics)))]
+
+    def _factors(self, statistics, t):
+        """Subclass hook: `(k, n, n)` statistics -> `(k, n, n)` factors (NaN where failed)."""
+        raise NotImplementedError
+
+    def _pad_statistics(self, statistics, side):
+        """Subclass hook: `(k, n, n)` -> `(k, side, side)`, block-diagonal, factor-preserving."""
+        raise NotImplementedError
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "block_size": self.block_size,
+                "precondition_frequency": self.precondition_frequency,
+                "start_preconditioning_step": self.start_preconditioning_step,
+                "max_preconditioner_dim": self.max_preconditioner_dim,
+                "exclude_embeddings": self.exclude_embeddings,
+                "exclude_layers": list(self.exclude_layers),
+            }
+        )
+        return config
+
+
+class _BatchedIdentity(keras.initializers.Initializer):
+    """Identity matrices for a `(num_blocks, n, n)` factor."""
+
+    def __call__(self, shape, dtype=None):
+        # A materialized copy: torch cannot assign into a broadcast (aliased) tensor.
+        identities = np.broadcast_to(np.eye(shape[-1]), shape).copy()
+        return ops.convert_to_tensor(identities, dtype=dtype)
+
+
+# === Helpers shared with the subclasses ===
+
+
+def concrete(predicate):
+    """A boolean tensor's value in eager execution, or None when it is symbolic.
+
+    Under `jit`/`tf.function`, `bool()` raises TypeError and the caller stages the branch
+    (`ops.cond`, `ops.where`); eagerly, only the branch taken runs, and eager JAX does not
+    compile both branches of an `ops.cond`, eigendecompositions included, on every call.
+    """
+    try:
+        return bool(predicate)
+    except TypeError:
+        return None
+
+
+def pad_matrices(matrices, side, diagonal=None):
+    """`(k, n, n)` -> `(k, side, side)`, zero-padded at the bottom and right; with `diagonal`
+    (shape `(k,)`), that value on each matrix's padded diagonal."""
+    extra = side - matrices.shape[-1]
+    if extra == 0:
+        return matrices
+    padded = ops.pad(matrices, [(0, 0), (0, extra), (0, extra)])
+    if diagonal is None:
+        return padded
+    padding = ops.convert_to_tensor(np.diag(np.arange(side) >= matrices.shape[-1]), "float32")
+    return padded + diagonal[:, None, None] * padding
+
+
+def transpose(blocks):
+    return ops.swapaxes(blocks, -1, -2)
+
+
+def block_squared_norms(blocks):
+    return ops.sum(ops.square(blocks), axis=(-2, -1), keepdims=True)
+
+
+def check_number(arg, value, interval):
+    """Raises a ValueError naming `arg` unless `value` is a real number in `interval`, written
+    like "[0, 1)" (brackets closed, parentheses open)."""
+    low, high = (float(bound) for bound in interval[1:-1].split(","))
+    is_number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, bool
+    )
+    if not (
+        is_number
+        and (value >= low if interval[0] == "[" else value > low)
+        and (value <= high if interval[-1] == "]" else value < high)
+    ):
+        raise ValueError(f"`{arg}` must be a number in {interval}; got {arg}={value!r}.")
+
+
+def _in_tf_distribute():
+    """Whether a `tf.distribute` strategy (other than the default one) is in scope."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return tf.distribute.has_strategy()
+
+
+def _dense_float32(gradient):
+    gradient = ops.cast(gradient, "float32")
+    if type(gradient).__name__ == "IndexedSlices":
+        # TensorFlow's embedding gradients: keras.ops keeps them sparse through casts and
+        # products, but adding them to a dense tensor densifies them.
+        gradient = ops.add(ops.zeros(tuple(gradient.shape), "float32"), gradient)
+    return gradient
+
+
+def _finite_or(matrices, replacement):
+    """`matrices`, with every non-finite `(n, n)` matrix replaced by its `replacement`."""
+    finite = ops.all(ops.isfinite(matrices), axis=(-2, -1), keepdims=True)
+    return ops.where(finite, matrices, replacement)
