@@ -126,7 +126,8 @@ class MatBackbone(keras.Model):
     def _to_source_class(self, width, name):
         kwargs = {} if name is None else {"name": name}
         stock = self.source_class_object()(**self._stock_config(width), **kwargs)
-        weights_lib.slice_into_stock(self.source_links(stock), self._full_width(width))
+        block = self.transformer_layers[0]
+        weights_lib.slice_into_stock(self.source_links(stock), block.complete_width(width))
         return stock
 
     def _to_functional(self, resolved, name):
@@ -160,10 +161,6 @@ class MatBackbone(keras.Model):
         for block, stock_block in zip(self.transformer_layers, backbone.transformer_layers):
             links += self._block_links(block, stock_block)
         return links
-
-    def _full_width(self, width):
-        """`width` with the derived dimensions a block's links use (overridden by Llama)."""
-        return dict(width)
 
     def source_class_object(self):
         import keras_hub

@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_matta.hub import weights as weights_lib
 from keras_matta.hub.backbone import MatBackbone
 from keras_matta.hub.weights import Link
 from keras_matta.layers.mat_transformer_block import MatTransformerBlock
@@ -185,31 +186,24 @@ class MatGPT2Backbone(MatBackbone):
 
     def _block_links(self, block, stock_block):
         """Links of a `MatTransformerBlock` and a keras-hub `TransformerDecoder`."""
-        attention, stock_attention = block._attention, stock_block._self_attention_layer
-        heads = {"in": {1: "num_heads"}, "bias": {0: "num_heads"}, "out": {0: "num_heads"}}
-        if not block.nested_heads:
-            heads = {"in": {}, "bias": {}, "out": {}}
-        links = _norm_links(block._attention_norm, stock_block._self_attention_layer_norm)
-        for name in ("query", "key", "value"):
-            dense = getattr(stock_attention, f"_{name}_dense")
-            links.append(Link(getattr(attention, f"{name}_kernel"), dense.kernel, heads["in"],
-                              "in"))
-            links.append(Link(getattr(attention, f"{name}_bias"), dense.bias, heads["bias"],
-                              "in_bias"))
-        links.append(Link(attention.output_kernel, stock_attention._output_dense.kernel,
-                          heads["out"], "out"))
-        links.append(Link(attention.output_bias, stock_attention._output_dense.bias))
-        links += _norm_links(block._ffn_norm, stock_block._feedforward_layer_norm)
-        inner, outer = block._ffn_intermediate, block._ffn_output
-        stock_inner = stock_block._feedforward_intermediate_dense
-        stock_outer = stock_block._feedforward_output_dense
-        links += [
-            Link(inner._kernel, stock_inner.kernel, {1: "intermediate_dim"}, "in"),
-            Link(inner.bias, stock_inner.bias, {0: "intermediate_dim"}, "in_bias"),
-            Link(outer._kernel, stock_outer.kernel, {0: "intermediate_dim"}, "out"),
-            Link(outer.bias, stock_outer.bias),
-        ]
-        return links
+        attention = stock_block._self_attention_layer
+        stock = {
+            "attention_norm/gamma": stock_block._self_attention_layer_norm.gamma,
+            "attention_norm/beta": stock_block._self_attention_layer_norm.beta,
+            "attention/output_kernel": attention._output_dense.kernel,
+            "attention/output_bias": attention._output_dense.bias,
+            "ffn_norm/gamma": stock_block._feedforward_layer_norm.gamma,
+            "ffn_norm/beta": stock_block._feedforward_layer_norm.beta,
+            "ffn_intermediate/kernel": stock_block._feedforward_intermediate_dense.kernel,
+            "ffn_intermediate/bias": stock_block._feedforward_intermediate_dense.bias,
+            "ffn_output/kernel": stock_block._feedforward_output_dense.kernel,
+            "ffn_output/bias": stock_block._feedforward_output_dense.bias,
+        }
+        for part in ("query", "key", "value"):
+            dense = getattr(attention, f"_{part}_dense")
+            stock[f"attention/{part}_kernel"] = dense.kernel
+            stock[f"attention/{part}_bias"] = dense.bias
+        return weights_lib.links(block, stock)
 
     # === Conversion ===
 
@@ -246,10 +240,6 @@ class MatGPT2Backbone(MatBackbone):
             "dropout": self.dropout,
             "max_sequence_length": self.max_sequence_length,
         }
-
-
-def _norm_links(norm, stock_norm):
-    return [Link(norm.gamma, stock_norm.gamma), Link(norm.beta, stock_norm.beta)]
 
 
 def _check_student_sizes(intermediate_dim, student_intermediate_dim, num_heads,

@@ -158,9 +158,6 @@ class MatLlamaBackbone(MatBackbone):
 
     # === Extraction ===
 
-    def _full_width(self, width):
-        return self.transformer_layers[0].full_width(width)
-
     def _stock_config(self, width):
         heads, kv_heads = self.transformer_layers[0].stock_heads(width)
         return {

@@ -7,6 +7,7 @@ from keras import ops
 
 from keras_matta._initializers import clone_initializer
 from keras_matta.layers.mat_layer import MatLayer
+from keras_matta.layers.nesting import Nested
 from keras_matta.layers.sampled_width import split_width
 
 
@@ -130,16 +131,25 @@ class MatLlamaAttention(MatLayer, keras.layers.Layer):
         check_whole_groups(self.name, width, self.num_query_heads, self.num_key_value_heads)
         return width
 
-    def width_multiple(self, dimension):
-        return self.groups if dimension == "num_query_heads" else 1
+    def nesting(self):
+        heads, kv_heads = {-2: "num_query_heads"}, {-2: "num_key_value_heads"}
+        return [
+            Nested("query_kernel", self.query_kernel, produces=heads),
+            Nested("key_kernel", self.key_kernel, produces=kv_heads),
+            Nested("value_kernel", self.value_kernel, produces=kv_heads),
+            Nested("output_kernel", self.output_kernel, consumes={-3: "num_query_heads"}),
+        ]
+
+    def coupled_dims(self):
+        return {"num_key_value_heads": ("num_query_heads", self.groups)}
 
     def call(self, inputs, attention_mask=None, training=None, width=None):
         h = self._active_width(width).get("num_query_heads", self.num_query_heads)
         h, sampled = split_width(h, self.num_query_heads)
-        h_kv = h // self.groups
-        q = ops.einsum("btd,dnh->btnh", inputs, self.query_kernel[:, :h])  # (B, T, h, h_d)
-        k = ops.einsum("btd,dnh->btnh", inputs, self.key_kernel[:, :h_kv])  # (B, T, h_kv, h_d)
-        v = ops.einsum("btd,dnh->btnh", inputs, self.value_kernel[:, :h_kv])  # (B, T, h_kv, h_d)
+        heads = {"num_query_heads": h}  # and h / g key/value heads, coupled
+        q = ops.einsum("btd,dnh->btnh", inputs, self._slice("query_kernel", heads))  # (B,T,h,h_d)
+        k = ops.einsum("btd,dnh->btnh", inputs, self._slice("key_kernel", heads))  # h_kv heads
+        v = ops.einsum("btd,dnh->btnh", inputs, self._slice("value_kernel", heads))
         q, k = self._rotary(q), self._rotary(k)
         k = ops.repeat(k, self.groups, axis=2)  # (B, T, h, h_d): query head i reads i // g
         v = ops.repeat(v, self.groups, axis=2)
@@ -154,14 +164,11 @@ class MatLlamaAttention(MatLayer, keras.layers.Layer):
         context = self._dropout_layer(context, training=training)
         if sampled is not None:  # query heads past the drawn count contribute nothing
             context = ops.multiply(context, sampled.mask(h, context.dtype)[:, None])
-        return ops.einsum("bqnh,nhd->bqd", context, self.output_kernel[:h])  # (B, T, d)
+        output_kernel = self._slice("output_kernel", heads)
+        return ops.einsum("bqnh,nhd->bqd", context, output_kernel)  # (B, T, d)
 
     def compute_output_shape(self, inputs_shape):
         return inputs_shape
-
-    def param_count(self, width, input_dim):
-        h = width.get("num_query_heads", self.num_query_heads)
-        return 2 * input_dim * self.head_dim * (h + h // self.groups)
 
     def matmul_flops(self, width, input_shape):
         batch, t, d = input_shape

@@ -7,7 +7,7 @@ from keras_matta._initializers import clone_initializer
 from keras_matta.hub import weights as weights_lib
 from keras_matta.hub.llama_attention import MatLlamaAttention
 from keras_matta.hub.llama_attention import check_whole_groups
-from keras_matta.hub.weights import Link
+from keras_matta.layers import nesting as nesting_lib
 from keras_matta.layers.mat_dense import MatDense
 from keras_matta.layers.mat_layer import MatLayer
 
@@ -139,10 +139,21 @@ class MatLlamaDecoder(MatLayer, keras.layers.Layer):
         check_whole_groups(self.name, width, self.num_query_heads, self.num_key_value_heads)
         return width
 
-    def width_multiple(self, dimension):
-        if dimension == "num_query_heads":
-            return self.num_query_heads // self.num_key_value_heads
-        return 1
+    def nesting(self):
+        input_ = nesting_lib.INPUT
+        ffn_in = {"units": "intermediate_dim", input_: None}
+        return [
+            *nesting_lib.shared(self._attention_norm, "attention_norm"),
+            *nesting_lib.rename(self._attention.nesting(), {}, "attention"),
+            *nesting_lib.shared(self._ffn_norm, "ffn_norm"),
+            *nesting_lib.rename(self._ffn_gate.nesting(), ffn_in, "ffn_gate"),
+            *nesting_lib.rename(self._ffn_up.nesting(), ffn_in, "ffn_up"),
+            *nesting_lib.rename(self._ffn_down.nesting(), {input_: "intermediate_dim"},
+                                "ffn_down"),
+        ]
+
+    def coupled_dims(self):
+        return self._attention.coupled_dims()
 
     def call(self, inputs, padding_mask=None, training=None, width=None):
         width = self._active_width(width)
@@ -194,36 +205,23 @@ class MatLlamaDecoder(MatLayer, keras.layers.Layer):
         )
         kwargs = {} if training is None else {"training": training}
         outputs = stock(inputs, decoder_padding_mask=padding_mask, **kwargs)
-        weights_lib.slice_into_stock(self.links(stock), self.full_width(width))
+        weights_lib.slice_into_stock(self.links(stock), self.complete_width(width))
         return outputs
-
-    def full_width(self, width):
-        heads, kv_heads = self.stock_heads(width)
-        return {**width, "num_query_heads": heads, "num_key_value_heads": kv_heads}
 
     def links(self, stock):
         """`Link`s to a keras-hub `LlamaTransformerDecoder` (see `keras_matta.hub.weights`)."""
-        att, stock_att = self._attention, stock._self_attention_layer
-        q_axes = {1: "num_query_heads"} if self.nested_heads else {}
-        kv_axes = {1: "num_key_value_heads"} if self.nested_heads else {}
-        out_axes = {0: "num_query_heads"} if self.nested_heads else {}
-        k = "intermediate_dim"
-        return [
-            Link(self._attention_norm.scale, stock._self_attention_layernorm.scale),
-            Link(att.query_kernel, stock_att._query_dense.kernel, q_axes, "in"),
-            Link(att.key_kernel, stock_att._key_dense.kernel, kv_axes, "in"),
-            Link(att.value_kernel, stock_att._value_dense.kernel, kv_axes, "in"),
-            Link(att.output_kernel, stock_att._output_dense.kernel, out_axes, "out"),
-            Link(self._ffn_norm.scale, stock._feedforward_layernorm.scale),
-            Link(self._ffn_gate._kernel, stock._feedforward_gate_dense.kernel, {1: k}, "in"),
-            Link(self._ffn_up._kernel, stock._feedforward_intermediate_dense.kernel, {1: k}, "in"),
-            Link(self._ffn_down._kernel, stock._feedforward_output_dense.kernel, {0: k}, "out"),
-        ]
-
-    def param_count(self, width, input_dim):
-        k = width.get("intermediate_dim", self.intermediate_dim)
-        attention = self._attention.param_count(width, input_dim)
-        return attention + 3 * input_dim * k + 2 * input_dim
+        attention = stock._self_attention_layer
+        return weights_lib.links(self, {
+            "attention_norm/scale": stock._self_attention_layernorm.scale,
+            "attention/query_kernel": attention._query_dense.kernel,
+            "attention/key_kernel": attention._key_dense.kernel,
+            "attention/value_kernel": attention._value_dense.kernel,
+            "attention/output_kernel": attention._output_dense.kernel,
+            "ffn_norm/scale": stock._feedforward_layernorm.scale,
+            "ffn_gate/kernel": stock._feedforward_gate_dense.kernel,
+            "ffn_up/kernel": stock._feedforward_intermediate_dense.kernel,
+            "ffn_down/kernel": stock._feedforward_output_dense.kernel,
+        })
 
     def matmul_flops(self, width, input_shape):
         batch, t, d = input_shape

@@ -1,8 +1,11 @@
 """Weight surgery between stock keras-hub layers and Mat layers: slicing and widening.
 
 One table of `Link`s per decoder block says, for every stored Mat variable, which stock
-variable it corresponds to and along which axes it is nested. The same table drives both
-directions, so the nesting of a converted model and of its extraction cannot disagree:
+variable it corresponds to and along which axes it is nested. A block's links come from its
+nesting declaration (`MatLayer.nesting()`, see `keras_matta.layers.nesting`) and a map of
+stock variables by entry name (`links`), so the axes and roles are never written twice. The
+same table drives both directions, so the nesting of a converted model and of its extraction
+cannot disagree:
 
 - `slice_into_stock(links, width)`: stock variable <- the prefix of the Mat variable at
   `width` (extraction: `W_in[:, :k]`, `b_in[:k]`, `W_out[:k, :]`, whole heads);
@@ -24,6 +27,8 @@ import dataclasses
 
 import numpy as np
 from keras import ops
+
+from keras_matta.layers.nesting import prefix
 
 NEW_NEURONS = ("zero_output", "random")
 ROLES = ("shared", "in", "in_bias", "out")
@@ -57,12 +62,25 @@ def to_numpy(variable):
     return np.asarray(ops.convert_to_numpy(variable))
 
 
-def prefix(value, axes, width):
-    """The prefix of `value` along each nested axis, at the sizes of `width`."""
-    index = [slice(None)] * value.ndim
-    for axis, dimension in axes.items():
-        index[axis] = slice(0, width[dimension])
-    return value[tuple(index)]
+def links(layer, stock_variables):
+    """The `Link`s of a Mat block's declared variables to a stock block's.
+
+    Args:
+        layer: a Mat layer (its `nesting()` names, axes and roles the variables).
+        stock_variables: `{entry name: stock variable or None}` covering every served entry.
+    """
+    entries = [entry for entry in layer.nesting() if entry.served]
+    names = {entry.name for entry in entries}
+    if names != set(stock_variables):
+        raise ValueError(
+            f"The stock variables of '{layer.name}' must cover its declared variables "
+            f"{sorted(names)}; missing {sorted(names - set(stock_variables))}, unknown "
+            f"{sorted(set(stock_variables) - names)}."
+        )
+    return [
+        Link(entry.variable, stock_variables[entry.name], entry.axes, entry.role)
+        for entry in entries
+    ]
 
 
 def slice_into_stock(links, width):
@@ -87,8 +105,9 @@ def widen_from_stock(links, new_neurons, rng):
 
 def widen(stock_value, full_shape, link, new_neurons, rng):
     """`stock_value` placed in the prefix of an array of `full_shape`, new entries initialised."""
+    nested = {axis % len(full_shape) for axis in link.axes}
     for axis in range(len(full_shape)):
-        if axis not in link.axes and stock_value.shape[axis] != full_shape[axis]:
+        if axis not in nested and stock_value.shape[axis] != full_shape[axis]:
             raise ValueError(
                 f"Cannot widen '{_path(link.mat)}': axis {axis} is not nested but has size "
                 f"{stock_value.shape[axis]} in the stock layer and {full_shape[axis]} in the "

@@ -10,6 +10,7 @@ from keras_matta._initializers import clone_initializer
 from keras_matta._validation import is_int
 from keras_matta.layers import majority as majority_lib
 from keras_matta.layers.mat_layer import MatLayer
+from keras_matta.layers.nesting import Nested
 from keras_matta.layers.sampled_width import split_width
 
 
@@ -197,6 +198,26 @@ class MatMultiHeadAttention(MatLayer, keras.layers.Layer):
     def nested_dims(self):
         return {"num_heads": self.num_heads} if self.nested_heads else {}
 
+    def nesting(self):
+        # Heads are declared whether or not they are nested: a width leaves an un-nested
+        # dimension whole, and layouts still split attention by heads.
+        heads = "num_heads"
+        copies = self.majority > 1
+        entries = []
+        for index, part in enumerate(("query", "key", "value")):
+            entries.append(Nested(
+                f"{part}_kernel", getattr(self, f"{part}_kernel"), produces={-2: heads},
+                copies=copies, value=lambda index=index: self._kernels()[index],
+            ))
+            if self.use_bias:
+                entries.append(Nested(f"{part}_bias", getattr(self, f"{part}_bias"),
+                                      produces={-2: heads}, bias=True))
+        entries.append(Nested("output_kernel", self.output_kernel, consumes={-3: heads},
+                              copies=copies, value=lambda: self._kernels()[3]))
+        if self.use_bias:
+            entries.append(Nested("output_bias", self.output_bias, bias=True))
+        return entries
+
     def call(
         self,
         query,
@@ -223,9 +244,10 @@ class MatMultiHeadAttention(MatLayer, keras.layers.Layer):
             query, value, (query_mask, value_mask, key_mask), attention_mask, use_causal_mask
         )  # (B|1, T|1, S) bool, or None
         query_kernel, key_kernel, value_kernel, output_kernel = self._kernels(training)
-        q = self._project(query, query_kernel, self.query_bias, h)  # (B, T, h, key_dim)
-        k = self._project(key, key_kernel, self.key_bias, h)  # (B, S, h, key_dim)
-        v = self._project(value, value_kernel, self.value_bias, h)  # (B, S, h, value_dim)
+        heads = {"num_heads": h}
+        q = self._project(query, "query", query_kernel, heads)  # (B, T, h, key_dim)
+        k = self._project(key, "key", key_kernel, heads)  # (B, S, h, key_dim)
+        v = self._project(value, "value", value_kernel, heads)  # (B, S, h, value_dim)
         q = ops.multiply(q, ops.cast(1.0 / math.sqrt(self.key_dim), q.dtype))
         scores = ops.einsum("bsnk,btnk->bnts", k, q)  # (B, h, T, S)
         weights = self._masked_softmax(scores, mask)  # (B, h, T, S)
@@ -234,7 +256,8 @@ class MatMultiHeadAttention(MatLayer, keras.layers.Layer):
         context = ops.einsum("bnts,bsnv->btnv", weights, v)  # (B, T, h, value_dim)
         if sampled is not None:  # heads past the drawn count contribute nothing
             context = ops.multiply(context, sampled.mask(h, context.dtype)[:, None])
-        outputs = ops.einsum("btnv,nvo->bto", context, output_kernel[:h])  # (B, T, d_out)
+        output_kernel = self._slice("output_kernel", heads, output_kernel)
+        outputs = ops.einsum("btnv,nvo->bto", context, output_kernel)  # (B, T, d_out)
         if self.use_bias:
             outputs = ops.add(outputs, self.output_bias)
         return outputs
@@ -259,9 +282,9 @@ class MatMultiHeadAttention(MatLayer, keras.layers.Layer):
             mask = ops.logical_and(mask, other)
         return mask
 
-    def _project(self, x, kernel, bias, h):
-        y = ops.einsum("bsd,dnk->bsnk", x, kernel[:, :h, :])
-        return y if bias is None else ops.add(y, bias[:h])
+    def _project(self, x, part, kernel, heads):
+        y = ops.einsum("bsd,dnk->bsnk", x, self._slice(f"{part}_kernel", heads, kernel))
+        return ops.add(y, self._slice(f"{part}_bias", heads)) if self.use_bias else y
 
     def _masked_softmax(self, scores, mask):
         scores = ops.cast(scores, "float32")
@@ -300,24 +323,6 @@ class MatMultiHeadAttention(MatLayer, keras.layers.Layer):
             **self._weight_config(),
         )
 
-    def sliced_weights(self, width):
-        """The weights of `to_stock(width)`, in `MultiHeadAttention.get_weights()` order."""
-        h = width.get("num_heads", self.num_heads)
-        query_kernel, key_kernel, value_kernel, output_kernel = self._kernels()
-        weights = []
-        for kernel, bias in (
-            (query_kernel, self.query_bias),
-            (key_kernel, self.key_bias),
-            (value_kernel, self.value_bias),
-        ):
-            weights.append(ops.convert_to_numpy(kernel)[:, :h])
-            if bias is not None:
-                weights.append(ops.convert_to_numpy(bias)[:h])
-        weights.append(ops.convert_to_numpy(output_kernel)[:h])
-        if self.output_bias is not None:
-            weights.append(ops.convert_to_numpy(self.output_bias))
-        return weights
-
     def export(self, inputs, width, value=None, key=None, training=None, **call_kwargs):
         if isinstance(inputs, (list, tuple)):  # positional `(query, value[, key])`
             inputs, value, key = (list(inputs) + [value, key])[:3]
@@ -329,13 +334,6 @@ class MatMultiHeadAttention(MatLayer, keras.layers.Layer):
         outputs = attention(inputs, inputs if value is None else value, key=key, **call_kwargs)
         attention.set_weights(self.sliced_weights(width))
         return outputs
-
-    def param_count(self, width, input_dim):
-        d_q, d_k, d_v, d_out = self._feature_dims(input_dim)
-        heads = width.get("num_heads", self.num_heads)
-        return attention_param_count(
-            heads, self.key_dim, self.value_dim, d_q, d_k, d_v, d_out, self.use_bias
-        )
 
     def matmul_flops(self, width, input_shape, value_shape=None):
         """FLOPs of the projections, `QK^T` and `AV` (see `attention_matmul_flops`).
@@ -389,15 +387,7 @@ class MatMultiHeadAttention(MatLayer, keras.layers.Layer):
         }
 
 
-# === Costs, shared with MatTransformerBlock ===
-
-
-def attention_param_count(heads, key_dim, value_dim, d_q, d_k, d_v, d_out, use_bias=True):
-    """Parameters of a stock `MultiHeadAttention` with `heads` heads."""
-    count = heads * key_dim * (d_q + d_k) + heads * value_dim * (d_v + d_out)
-    if use_bias:
-        count += 2 * heads * key_dim + heads * value_dim + d_out
-    return count
+# === FLOPs, shared with MatTransformerBlock ===
 
 
 def attention_matmul_flops(heads, key_dim, value_dim, batch, t, s, d_q, d_k, d_v, d_out):

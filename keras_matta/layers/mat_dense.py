@@ -7,6 +7,8 @@ from keras import ops
 
 from keras_matta.layers import majority as majority_lib
 from keras_matta.layers.mat_layer import MatLayer
+from keras_matta.layers.nesting import INPUT
+from keras_matta.layers.nesting import Nested
 from keras_matta.layers.sampled_width import split_width
 
 
@@ -151,6 +153,21 @@ class MatDense(MatLayer, keras.layers.Dense):
     def nested_dims(self):
         return {"units": self.units} if self.nested else {}
 
+    def nesting(self):
+        units = {-1: "units"} if self.nested else {}
+        entries = [
+            Nested("kernel", self._kernel, produces=units, consumes={-2: INPUT},
+                   copies=self.majority > 1, value=lambda: self.kernel),
+        ]
+        if self.bias is not None:
+            entries.append(Nested("bias", self.bias, produces=units, bias=True))
+        if self.lora_enabled:  # merged into `self.kernel` when served
+            entries += [
+                Nested("lora_kernel_a", self.lora_kernel_a, consumes={-2: INPUT}, served=False),
+                Nested("lora_kernel_b", self.lora_kernel_b, produces=units, served=False),
+            ]
+        return entries
+
     def _output_units(self, width=None):
         return self._active_width(width).get("units", self.units)
 
@@ -164,9 +181,10 @@ class MatDense(MatLayer, keras.layers.Dense):
         units = self._output_units(width)
         units, sampled = split_width(units, self.units)
         kernel = self.kernel if self.majority == 1 else self._combined_kernel(training)
-        outputs = ops.matmul(inputs, kernel[:input_dim, :units])
+        width = {INPUT: input_dim, "units": units}
+        outputs = ops.matmul(inputs, self._slice("kernel", width, kernel))
         if self.bias is not None:
-            outputs = ops.add(outputs, self.bias[:units])
+            outputs = ops.add(outputs, self._slice("bias", width))
         if self.activation is not None:
             outputs = self.activation(outputs)
         if sampled is not None:
@@ -206,18 +224,6 @@ class MatDense(MatLayer, keras.layers.Dense):
         outputs = dense(inputs)
         dense.set_weights(self.sliced_weights(width, inputs.shape[-1]))
         return outputs
-
-    def sliced_weights(self, width, input_dim):
-        units = width.get("units", self.units)
-        # `self.kernel` is the effective kernel (LoRA merged in).
-        weights = [ops.convert_to_numpy(self.kernel)[:input_dim, :units]]
-        if self.bias is not None:
-            weights.append(ops.convert_to_numpy(self.bias)[:units])
-        return weights
-
-    def param_count(self, width, input_dim):
-        units = width.get("units", self.units)
-        return input_dim * units + (units if self.use_bias else 0)
 
     def matmul_flops(self, width, input_shape):
         rows = math.prod(input_shape[:-1])

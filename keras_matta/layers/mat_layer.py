@@ -1,6 +1,9 @@
 """The contract every Mat layer implements."""
 
+from keras import ops
+
 from keras_matta.layer_width import resolve_layer_width
+from keras_matta.layers import nesting as nesting_lib
 from keras_matta.layers.sampled_width import SampledWidth
 
 
@@ -12,13 +15,18 @@ class MatLayer:
     enclosing `keras_matta.WidthScope`, else the full width. Subclasses implement:
 
     - `nested_dims()`: `{dimension: full_size}`, primary dimension first;
+    - `nesting()`: the declaration of which axes of which stored variable are prefixes of which
+      dimension (a list of `keras_matta.layers.nesting.Nested`, see that module). Slicing,
+      parameter counts, keras-hub links, distribution layouts and importance reordering all
+      derive from it;
     - `export(inputs, width, **call_kwargs)`: builds stock Keras layers equal to this layer at
       `width`, calls them on the symbolic `inputs` (with the keyword arguments this layer was
       called with), copies the sliced weights in and returns the symbolic outputs; used by
       `keras_matta.extract`;
-    - `param_count(width, input_dim)`: the parameter count of that stock equivalent;
     - `matmul_flops(width, input_shape)`: FLOPs (2 per multiply-add) of the matrix products
       for an input of `input_shape` (batch dimension included, FLOPs summed over it).
+
+    and may override `coupled_dims()` for dimensions that follow another one.
 
     `keras_matta.WidthScope`, `keras_matta.MatTA`, `keras_matta.extract` and
     `keras_matta.cost` find a model's Mat layers by this class.
@@ -40,6 +48,44 @@ class MatLayer:
     def nested_dims(self):
         raise NotImplementedError
 
+    def nesting(self):
+        raise NotImplementedError
+
+    def coupled_dims(self):
+        """`{dimension: (primary, ratio)}`: dimensions sized `primary // ratio`, unit `i` of which
+        goes with units `i * ratio ... (i + 1) * ratio - 1` of `primary` (GQA key/value heads)."""
+        return {}
+
+    def complete_width(self, width):
+        """`width` with its coupled dimensions filled in."""
+        width = dict(width)
+        for dimension, (primary, ratio) in self.coupled_dims().items():
+            if primary in width:
+                width[dimension] = width[primary] // ratio
+        return width
+
+    def param_count(self, width, input_dim):
+        """The parameter count of the stock equivalent at `width` on `input_dim` features."""
+        width = self.complete_width({**width, nesting_lib.INPUT: input_dim})
+        return nesting_lib.count_params(self.nesting(), width)
+
+    def sliced_weights(self, width, input_dim=None):
+        """The served weights at `width`, as NumPy arrays in declaration order."""
+        width = self.complete_width(width)
+        if input_dim is not None:
+            width[nesting_lib.INPUT] = input_dim
+        return [
+            nesting_lib.prefix(ops.convert_to_numpy(entry.served_value()), entry.axes, width)
+            for entry in self.nesting()
+            if entry.served
+        ]
+
+    def _slice(self, name, width, value=None):
+        """Variable `name` (or `value`, a tensor computed from it) at `width`, as declared."""
+        entry = next(entry for entry in self.nesting() if entry.name == name)
+        value = entry.variable if value is None else value
+        return nesting_lib.prefix(value, entry.axes, self.complete_width(width))
+
     def resolve_width(self, spec):
         """Validates a per-layer spec and returns `{dimension: width}`."""
         return resolve_layer_width(self.name, self.nested_dims(), spec)
@@ -50,8 +96,10 @@ class MatLayer:
         return self._selected_width
 
     def width_multiple(self, dimension):
-        """The step between valid widths of `dimension` (1; whole GQA groups of query heads)."""
-        return 1
+        """The step between valid widths of `dimension`: 1, or the ratio of a dimension coupled
+        to it (whole GQA groups of query heads)."""
+        ratios = [ratio for primary, ratio in self.coupled_dims().values() if primary == dimension]
+        return max(ratios, default=1)
 
     def _select_width(self, width):
         # Written straight into __dict__: a selection is call state, not layer state, and must
@@ -70,9 +118,6 @@ class MatLayer:
         return self.nested_dims()
 
     def export(self, inputs, width, **call_kwargs):
-        raise NotImplementedError
-
-    def param_count(self, width, input_dim):
         raise NotImplementedError
 
     def matmul_flops(self, width, input_shape):

@@ -6,9 +6,9 @@ from keras import ops
 from keras_matta._initializers import clone_initializer
 from keras_matta._validation import is_int
 from keras_matta.layers import majority as majority_lib
+from keras_matta.layers import nesting as nesting_lib
 from keras_matta.layers.mat_attention import MatMultiHeadAttention
 from keras_matta.layers.mat_attention import attention_matmul_flops
-from keras_matta.layers.mat_attention import attention_param_count
 from keras_matta.layers.mat_dense import MatDense
 from keras_matta.layers.mat_layer import MatLayer
 
@@ -192,6 +192,22 @@ class MatTransformerBlock(MatLayer, keras.layers.Layer):
             dims["num_heads"] = self.num_heads
         return dims
 
+    def nesting(self):
+        input_ = nesting_lib.INPUT
+        return [
+            *nesting_lib.shared(self._attention_norm, "attention_norm"),
+            *nesting_lib.rename(self._attention.nesting(), {}, "attention"),
+            *nesting_lib.shared(self._ffn_norm, "ffn_norm"),
+            *nesting_lib.rename(
+                self._ffn_intermediate.nesting(),
+                {"units": "intermediate_dim", input_: None},
+                "ffn_intermediate",
+            ),
+            *nesting_lib.rename(
+                self._ffn_output.nesting(), {input_: "intermediate_dim"}, "ffn_output"
+            ),
+        ]
+
     def call(
         self,
         inputs,
@@ -264,14 +280,6 @@ class MatTransformerBlock(MatLayer, keras.layers.Layer):
         y = self._ffn_output.export(y, {})
         y = _export_dropout(self._ffn_dropout, y, **kwargs)
         return keras.layers.Add(name=f"{self.name}_ffn_residual")([x, y])
-
-    def param_count(self, width, input_dim):
-        """Parameters of the stock subgraph of `export`: norms, attention at `h`, FFN at `k`."""
-        d, k = input_dim, width.get("intermediate_dim", self.intermediate_dim)
-        key_dim = self._key_dim(d)
-        heads = width.get("num_heads", self.num_heads)
-        attention = attention_param_count(heads, key_dim, key_dim, d, d, d, d)
-        return 2 * 2 * d + attention + (d * k + k) + (k * d + d)
 
     def matmul_flops(self, width, input_shape):
         """FLOPs (2 per multiply-add) of every matmul for an input `(batch, T, d)`.
