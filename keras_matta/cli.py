@@ -7,6 +7,7 @@ fit the model) end with a one-line message and exit status 2, never a traceback.
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -43,10 +44,28 @@ _EXAMPLES = {
              "--optimizer adam --output ta.keras",
     "extract": "examples:\n  keras-matta extract --model ta.keras --widths 0.25 "
                "--output student.keras\n  keras-matta extract --model ta.keras "
-               "--widths '{\"hidden_1\": 64, \"hidden_2\": 16}' --output mix.keras",
+               "--widths '{\"hidden_1\": 64, \"hidden_2\": 16}' --output mix.keras\n"
+               "  keras-matta extract --model ta.keras --point matta_search/front.json:2 "
+               "--output student.keras",
     "evaluate": "examples:\n  keras-matta evaluate --model student.keras --task digits\n"
                 "  keras-matta evaluate --model ta.keras --task lm --widths 0.5",
+    "search": "examples:\n  keras-matta search --model ta.keras --task digits --budget params=60k\n"
+              "  keras-matta search --model ta.keras --task lm --budget latency_ms=5 "
+              "--choices 0.25 0.5 0.75 1\n"
+              "  keras-matta extract --model ta.keras --point matta_search/front.json:2 "
+              "--output student.keras",
 }
+
+_SEARCH = """\
+Searches the per-layer width specs of a saved TA (every nested layer at one of --choices,
+independently: Mix'n'Match) for the Pareto front of quality against cost under a budget.
+Quality is measured on the validation split (accuracy for classification, bits per byte for a
+byte language model); cost is params, flops (counted) or latency_ms (the extracted model's
+median time per batch on this backend). Small spaces are searched exhaustively, large ones by
+a seeded evolutionary search. Prints the front as a table and writes front.json and front.png
+(quality against cost, the uniform widths marked) to --output-dir. Every measurement is
+appended to --output-dir/cache.jsonl: interrupt with Ctrl-C and run the same command again to
+resume."""
 
 
 def parse_widths(text):
@@ -99,7 +118,7 @@ def _data_arguments(parser, required_help):
 
 
 def build_parser():
-    """The `keras-matta` argument parser (subcommands demo, train, extract, evaluate)."""
+    """The `keras-matta` argument parser (subcommands demo, train, extract, evaluate, search)."""
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(prog="keras-matta", description=_DESCRIPTION,
                                      formatter_class=formatter)
@@ -159,9 +178,13 @@ def build_parser():
                     "parameters and FLOPs.",
         epilog=_EXAMPLES["extract"], formatter_class=formatter)
     extract.add_argument("--model", required=True, help="the TA's .keras file")
-    extract.add_argument("--widths", required=True, type=parse_widths,
-                         help="a fraction (0.25), an int (units), 'full', or a JSON dict "
-                              "{layer_name: spec}")
+    which = extract.add_mutually_exclusive_group(required=True)
+    which.add_argument("--widths", type=parse_widths,
+                       help="a fraction (0.25), an int (units), 'full', or a JSON dict "
+                            "{layer_name: spec}")
+    which.add_argument("--point", metavar="FRONT.json[:INDEX]",
+                       help="a point of a `keras-matta search` front: its JSON file and the "
+                            "point's # in the table (default: the best, the last)")
     extract.add_argument("--output", required=True, help="path of the extracted .keras file")
 
     evaluate = commands.add_parser(
@@ -180,7 +203,63 @@ def build_parser():
                           help="evaluate fewer language-model windows")
     evaluate.add_argument("--seed", type=int, default=0,
                           help="the data split seed used in training (default: 0)")
+
+    search = commands.add_parser(
+        "search", help="find the best width specs of a TA under a budget (Pareto front)",
+        description=_SEARCH, epilog=_EXAMPLES["search"], formatter_class=formatter)
+    search.add_argument("--model", required=True, help="the TA's .keras file")
+    _data_arguments(search, "the data to search on")
+    search.add_argument("--budget", type=parse_budget,
+                        help="a bound on one cost: params=2M, flops=500k or latency_ms=1.5 "
+                             "(default: none, the whole front)")
+    search.add_argument("--objective",
+                        help="a metric: accuracy or loss (classification), bits_per_byte or "
+                             "loss (language model); default: accuracy / bits_per_byte")
+    search.add_argument("--choices", type=parse_widths, nargs="+", metavar="WIDTH",
+                        help="the widths every nested layer may take (default: 0.25 0.5 0.75 "
+                             "1); the Students' trained widths and 1 mix trained ones only")
+    search.add_argument("--strategy", choices=("auto", "exhaustive", "evolutionary"),
+                        default="auto",
+                        help="exhaustive up to --max-evaluations candidates, else evolutionary "
+                             "(default: auto)")
+    search.add_argument("--max-evaluations", type=_positive_int, default=200,
+                        help="the most candidates the evolutionary search measures (default: "
+                             "200)")
+    search.add_argument("--proxy-steps", type=_positive_int,
+                        help="rank candidates on this many batches, confirm the front on all")
+    search.add_argument("--batch-size", type=_positive_int,
+                        help="evaluation batch, and the batch latency is timed at (default: "
+                             "64 MLP, 32 transformer)")
+    search.add_argument("--split", choices=("validation", "test"), default="validation",
+                        help="split to search on (default: validation)")
+    search.add_argument("--output-dir", default="matta_search",
+                        help="where front.json, front.png and cache.jsonl go (default: "
+                             "./matta_search)")
+    search.add_argument("--restart", action="store_true",
+                        help="discard the measurements of an earlier run in --output-dir")
+    search.add_argument("--quick", action="store_true",
+                        help="evaluate fewer language-model windows")
+    search.add_argument("--seed", type=int, default=0,
+                        help="seeds the evolutionary search (default: 0)")
+    search.add_argument("--data-seed", type=int, default=0,
+                        help="the data split seed used in training (default: 0)")
     return parser
+
+
+def parse_budget(text):
+    """`"params=2M"` -> `{"params": 2000000.0}`: a cost, `=`, a number with an optional k/M/G."""
+    name, sep, value = str(text).partition("=")
+    scale = {"k": 1e3, "m": 1e6, "g": 1e9}.get(value[-1:].lower(), 1.0)
+    number = value[:-1] if scale != 1.0 else value
+    try:
+        bound = float(number) * scale
+    except ValueError:
+        bound = math.nan
+    if not sep or not name.strip() or not bound > 0:
+        raise argparse.ArgumentTypeError(
+            f"invalid budget {text!r}: use COST=NUMBER, such as params=2M, flops=500k or "
+            "latency_ms=1.5")
+    return {name.strip(): bound}
 
 
 def _switch_backend(backend, argv):
@@ -213,7 +292,19 @@ def _run(args):
             optimizer=args.optimizer, steps=args.steps, batch_size=args.batch_size,
             learning_rate=args.learning_rate, teacher=args.teacher, seed=args.seed)
     elif args.command == "extract":
-        results = {"extracted": commands.extract(args.model, args.widths, args.output)}
+        widths = args.widths
+        if args.point is not None:
+            from keras_matta.search import report
+
+            widths = report.read_point(args.point)
+        results = {"extracted": commands.extract(args.model, widths, args.output)}
+    elif args.command == "search":
+        commands.search(
+            args.model, source, args.output_dir, budget=args.budget, objective=args.objective,
+            choices=args.choices, strategy=args.strategy, max_evaluations=args.max_evaluations,
+            seed=args.seed, proxy_steps=args.proxy_steps, batch_size=args.batch_size,
+            split=args.split, mode=mode, data_seed=args.data_seed, resume=not args.restart)
+        return
     else:
         results = {args.model: commands.evaluate(args.model, source, split=args.split,
                                                  widths=args.widths, mode=mode, seed=args.seed)}

@@ -4,6 +4,8 @@
   user data file; saves the TA as `.keras` and prints every head's test metrics.
 - `extract`: one width (or Mix'n'Match spec) of a saved TA as a standalone stock-Keras model.
 - `evaluate`: a saved model's metrics on a task's split, with its parameters and FLOPs.
+- `search`: the Pareto front of a saved TA's width specs on a task's validation split, under a
+  budget; prints a table, writes JSON and a PNG.
 """
 
 import dataclasses
@@ -16,6 +18,8 @@ from keras_matta import widths as widths_lib
 from keras_matta.data import CLASSIFICATION
 from keras_matta.data import final_word_examples
 from keras_matta.data import load_task
+from keras_matta.search import report as search_report
+from keras_matta.study import metrics as metrics_lib
 from keras_matta.study import models as models_lib
 from keras_matta.study import runs
 from keras_matta.study.config import preset
@@ -139,6 +143,16 @@ def evaluate(model_path, source, split="test", widths=None, mode="default", seed
         raise ValueError(f"`split` must be 'train', 'validation' or 'test'; got {split!r}.")
     model = load_model(model_path)
     task_data = load_task(source, seed=seed)
+    config = _matching_config(model, model_path, task_data, mode)
+    model_cost = keras_matta.cost(model, widths)
+    if widths is not None:
+        model = keras_matta.extract(model, widths)
+    final_words = _final_words(task_data, config, split)
+    return {**model_cost, **evaluate_model(model, task_data, config, split, final_words)}
+
+
+def _matching_config(model, model_path, task_data, mode):
+    """The study preset for `task_data`, after checking that `model` fits the data."""
     if task_data.kind == CLASSIFICATION:
         expected = tuple(model.input_shape[1:])
         if expected != task_data.input_shape:
@@ -146,16 +160,74 @@ def evaluate(model_path, source, split="test", widths=None, mode="default", seed
                 f"{model_path} takes inputs of shape {expected}; the data {task_data.name!r} "
                 f"has examples of shape {task_data.input_shape}."
             )
-        config = config_for(task_data, mode)
+        return config_for(task_data, mode)
+    if len(model.input_shape) != 2 or model.output_shape[-1] != 256:
+        raise ValueError(
+            f"{model_path} is not a byte language model (input (batch, T), output "
+            f"(batch, T, 256)); got input {model.input_shape}, output {model.output_shape}."
+        )
+    return config_for(task_data, mode, sequence_length=model.input_shape[1])
+
+
+def search(model_path, source, output_dir, budget=None, objective=None, choices=None,
+           strategy="auto", max_evaluations=200, seed=0, proxy_steps=None, batch_size=None,
+           split="validation", mode="default", data_seed=0, resume=True):
+    """The Pareto front of the saved TA's width specs on `source`'s `split` (`keras_matta.search`).
+
+    Args:
+        model_path: the TA's `.keras` file.
+        source: an embedded task or a data file (see `keras_matta.data.load_task`).
+        output_dir: where `front.json`, `front.png` and the resumable `cache.jsonl` go.
+        budget: `{cost: bound}` or `None`.
+        objective: a metric name; default `accuracy` (classification) or `bits_per_byte`
+            (byte language model, computed as in `keras-matta evaluate`).
+        choices: the per-layer widths (default `(0.25, 0.5, 0.75, 1.0)`).
+        strategy, max_evaluations, seed, proxy_steps: as in `keras_matta.search`.
+        batch_size: the evaluation batch and the batch latency is timed at (default: the
+            preset's training batch size).
+        split: the split to search on (`validation`: keep `test` for the final report).
+        mode: the preset whose evaluation sizes are used (`quick` evaluates fewer windows).
+        data_seed: the split seed of the data (as used when training).
+        resume: reuse the measurements in `output_dir/cache.jsonl` of an interrupted run.
+
+    Returns:
+        The `SearchResult`; prints its table.
+    """
+    model = load_model(model_path)
+    task_data = load_task(source, seed=data_seed)
+    config = _matching_config(model, model_path, task_data, mode)
+    batch_size = batch_size or config.batch_size
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    if task_data.kind == CLASSIFICATION:
+        data = getattr(task_data, split)
+        model.compile(loss=loss, metrics=["accuracy"])
+        objective, maximize = objective or "accuracy", None
     else:
-        if len(model.input_shape) != 2 or model.output_shape[-1] != 256:
-            raise ValueError(
-                f"{model_path} is not a byte language model (input (batch, T), output "
-                f"(batch, T, 256)); got input {model.input_shape}, output {model.output_shape}."
-            )
-        config = config_for(task_data, mode, sequence_length=model.input_shape[1])
-    model_cost = keras_matta.cost(model, widths)
-    if widths is not None:
-        model = keras_matta.extract(model, widths)
-    final_words = _final_words(task_data, config, split)
-    return {**model_cost, **evaluate_model(model, task_data, config, split, final_words)}
+        data = runs.evaluation_windows(task_data, config, split)
+        model.compile(loss=loss)
+        if objective in (None, "bits_per_byte"):
+            def bits_per_byte(at_width, windows):
+                return metrics_lib.bits_per_byte(at_width, *windows[:2])
+
+            objective, maximize = bits_per_byte, False
+        else:
+            maximize = None
+    output_dir = pathlib.Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    cache = output_dir / "cache.jsonl"
+    if not resume and cache.exists():
+        cache.unlink()
+    result = keras_matta.search(
+        model, data, budget=budget, objective=objective, maximize=maximize,
+        choices=choices or (0.25, 0.5, 0.75, 1.0), strategy=strategy,
+        max_evaluations=max_evaluations, seed=seed, batch_size=batch_size,
+        proxy_steps=proxy_steps, cache=cache)
+    search_report.write_json(result, output_dir / "front.json", model=str(model_path),
+                             data=str(source), split=split, backend=keras.backend.backend())
+    search_report.plot(result, output_dir / "front.png")
+    print(search_report.table(result))
+    print(f"Wrote {output_dir / 'front.json'} and {output_dir / 'front.png'}; extract a point "
+          f"with: keras-matta extract --model {model_path} --point "
+          f"{output_dir / 'front.json'}:INDEX --output student.keras")
+    return result
+
