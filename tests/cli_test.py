@@ -1,5 +1,6 @@
 """The `keras-matta` command: help, bad input (exit 2, one line), train/extract/evaluate, demo."""
 
+import argparse
 import json
 import os
 import shutil
@@ -13,7 +14,7 @@ import pytest
 from keras_matta import cli
 from keras_matta.study import models
 
-SUBCOMMANDS = ("demo", "train", "extract", "evaluate")
+SUBCOMMANDS = ("demo", "train", "extract", "evaluate", "search")
 
 
 def _run_main(argv, capsys):
@@ -173,3 +174,66 @@ def test_demo_quick_runs_the_real_pipeline(tmp_path):
     assert "| Teacher" in result.stdout and "MatTA Student" in result.stdout
     assert "vs separate training" in result.stdout and "Training seconds (shampoo)" in result.stdout
     assert len(list((cache / "teachers").glob("digits-*.keras"))) == 1
+
+
+# === keras-matta search, and extract --point ===
+
+
+@pytest.mark.backend_agnostic
+def test_parse_budget():
+    assert cli.parse_budget("params=2M") == {"params": 2e6}
+    assert cli.parse_budget("flops=500k") == {"flops": 5e5}
+    assert cli.parse_budget("latency_ms=1.5") == {"latency_ms": 1.5}
+    for bad in ("params", "params=", "=3", "params=-1", "params=two"):
+        with pytest.raises(argparse.ArgumentTypeError, match="COST=NUMBER"):
+            cli.parse_budget(bad)
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize("argv", [
+    ["search", "--model", "m.keras", "--task", "digits", "--budget", "params"],
+    ["search", "--model", "m.keras"],                                      # no data
+    ["search", "--model", "m.keras", "--task", "digits", "--strategy", "random"],
+    ["extract", "--model", "m.keras", "--widths", "0.25", "--point", "f.json", "--output",
+     "s.keras"],                                                           # exclusive
+])
+def test_search_usage_errors_exit_2(argv, capsys):
+    status, _, err = _run_main(argv, capsys)
+    assert status == 2 and "error:" in err
+
+
+def test_search_writes_the_front_and_extract_takes_a_point(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.random((200, 6)).astype("float32")
+    data_path = tmp_path / "toy.npz"
+    np.savez(data_path, x=x, y=(x[:, 0] > 0.5).astype("int32"))
+    ta_path, out_dir = tmp_path / "ta.keras", tmp_path / "search"
+    models.mlp_classifier(16, input_shape=(6,), num_classes=2, name="ta").save(ta_path)
+    argv = ["search", "--model", str(ta_path), "--data", str(data_path), "--budget",
+            "params=300", "--choices", "0.25", "0.5", "1", "--output-dir", str(out_dir)]
+    status, out, err = _run_main(argv, capsys)
+    assert status == 0, err
+    front = json.loads((out_dir / "front.json").read_text())
+    assert (out_dir / "front.png").stat().st_size > 0
+    assert front["budget"] == {"params": 300} and front["objective"] == "accuracy"
+    assert front["front"] and all(p["params"] <= 300 for p in front["front"])
+    assert "Pareto front:" in out and front["front"][0]["label"] in out
+    # Run again: every measurement comes from the cache, none is added.
+    lines = (out_dir / "cache.jsonl").read_text().count("\n")
+    assert _run_main(argv, capsys)[0] == 0
+    assert (out_dir / "cache.jsonl").read_text().count("\n") == lines
+    # Extract the first point of the front: a stock model of the point's cost.
+    student_path = tmp_path / "student.keras"
+    status, out, err = _run_main(["extract", "--model", str(ta_path), "--point",
+                                  f"{out_dir / 'front.json'}:0", "--output",
+                                  str(student_path)], capsys)
+    assert status == 0, err
+    assert keras.saving.load_model(student_path).count_params() == front["front"][0]["params"]
+    # Nothing fits: one line, exit 2, before any measurement.
+    status, _, err = _run_main(argv[:-2] + ["--budget", "params=10", "--output-dir",
+                                            str(tmp_path / "none")], capsys)
+    assert status == 2 and "No width spec fits the budget" in err
+    status, _, err = _run_main(["extract", "--model", str(ta_path), "--point",
+                                f"{out_dir / 'front.json'}:99", "--output",
+                                str(student_path)], capsys)
+    assert status == 2 and "not on the front" in err
