@@ -164,6 +164,7 @@ class MatLlamaAttention(MatLayer, keras.layers.Layer):
         context = self._dropout_layer(context, training=training)
         if sampled is not None:  # query heads past the drawn count contribute nothing
             context = ops.multiply(context, sampled.mask(h, context.dtype)[:, None])
+        self._observe("output_kernel", context, -2)
         output_kernel = self._slice("output_kernel", heads)
         return ops.einsum("bqnh,nhd->bqd", context, output_kernel)  # (B, T, d)
 

@@ -256,6 +256,7 @@ class MatMultiHeadAttention(MatLayer, keras.layers.Layer):
         context = ops.einsum("bnts,bsnv->btnv", weights, v)  # (B, T, h, value_dim)
         if sampled is not None:  # heads past the drawn count contribute nothing
             context = ops.multiply(context, sampled.mask(h, context.dtype)[:, None])
+        self._observe("output_kernel", context, -2)
         output_kernel = self._slice("output_kernel", heads, output_kernel)
         outputs = ops.einsum("btnv,nvo->bto", context, output_kernel)  # (B, T, d_out)
         if self.use_bias:

@@ -153,6 +153,9 @@ class MatDense(MatLayer, keras.layers.Dense):
     def nested_dims(self):
         return {"units": self.units} if self.nested else {}
 
+    def output_dimension(self):
+        return "units" if self.nested else None
+
     def nesting(self):
         units = {-1: "units"} if self.nested else {}
         entries = [
@@ -178,6 +181,7 @@ class MatDense(MatLayer, keras.layers.Dense):
                 f"Layer '{self.name}' was built for {self.input_dim} input features; "
                 f"got an input with {input_dim}."
             )
+        self._observe("kernel", inputs, -1)
         units = self._output_units(width)
         units, sampled = split_width(units, self.units)
         kernel = self.kernel if self.majority == 1 else self._combined_kernel(training)

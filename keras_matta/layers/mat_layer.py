@@ -51,6 +51,13 @@ class MatLayer:
     def nesting(self):
         raise NotImplementedError
 
+    def output_dimension(self):
+        """The nested dimension the layer's output features are units of (`None`: not nested).
+
+        Only a layer like `MatDense` returns one: the next layer then reads a prefix of them.
+        """
+        return None
+
     def coupled_dims(self):
         """`{dimension: (primary, ratio)}`: dimensions sized `primary // ratio`, unit `i` of which
         goes with units `i * ratio ... (i + 1) * ratio - 1` of `primary` (GQA key/value heads)."""
@@ -105,6 +112,16 @@ class MatLayer:
         # Written straight into __dict__: a selection is call state, not layer state, and must
         # bypass Keras' attribute tracking (and torch's Module.__setattr__).
         self.__dict__["_selected_width"] = width
+
+    def _observe(self, name, tensor, unit_axis):
+        """Hands `tensor`, the input that declared variable `name` reads, to an attached probe.
+
+        Probes are attached only while `keras_matta.importance` scores units: it is call state,
+        like the selected width, and costs one dictionary lookup otherwise.
+        """
+        probe = self.__dict__.get("_probes", {}).get(name)
+        if probe is not None:
+            probe(tensor, unit_axis)
 
     def _active_width(self, width=None):
         """The `{dimension: width}` to run at: explicit argument, else scope, else full."""
