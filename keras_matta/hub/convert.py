@@ -14,9 +14,18 @@ SUPPORTED = {
 }
 
 
-def from_keras_hub(backbone, ta_intermediate_dim, ta_num_heads=None,
+def from_keras_hub(backbone, ta_intermediate_dim=None, ta_num_heads=None,
                    new_neurons="zero_output", seed=None, name=None):
-    """A Mat backbone whose nested Student is the pretrained `backbone`, inside a wider TA.
+    """A Mat backbone around a pretrained `backbone`: grown into a wider TA, or as the TA itself.
+
+    With `ta_intermediate_dim=None` (or the backbone's own size) the pretrained model *is* the
+    TA and its Students are prefixes of it: the way to shrink a checkpoint. Run
+    `keras_matta.reorder` first so that each prefix holds the most important neurons (a raw
+    prefix is an arbitrary subset of them), then heal the family with `keras_matta.MatTA` and a
+    frozen copy of the original as the Teacher. Pass `ta_num_heads` equal to the backbone's
+    heads to nest the heads too.
+
+    With a larger `ta_intermediate_dim` the pretrained model is the Student (the paper's set-up):
 
     Every decoder block's FFN grows from the backbone's `intermediate_dim` to
     `ta_intermediate_dim` (and, with `ta_num_heads`, its attention from the backbone's heads
@@ -34,6 +43,7 @@ def from_keras_hub(backbone, ta_intermediate_dim, ta_num_heads=None,
         backbone: a `keras_hub.models.GPT2Backbone`, `Llama3Backbone` or `LlamaBackbone`
             (or a keras-hub CausalLM holding one).
         ta_intermediate_dim: the TA's FFN width, at least `backbone.intermediate_dim`.
+            Defaults to the backbone's (the backbone is the TA).
         ta_num_heads: the TA's (query) heads, at least the backbone's; `None` (default)
             keeps the heads un-nested. For Llama a multiple of the query heads per key/value
             head; the TA's key/value heads keep that ratio.
@@ -62,12 +72,19 @@ def from_keras_hub(backbone, ta_intermediate_dim, ta_num_heads=None,
         hidden = ta(inputs)                   # equals gpt2(inputs)
     np.testing.assert_allclose(ops.convert_to_numpy(hidden),
                                ops.convert_to_numpy(gpt2(inputs)), atol=1e-5)
+
+    # Shrinking instead: gpt2 is the TA, ordered so that its prefixes keep the best neurons.
+    ta = keras_matta.hub.from_keras_hub(gpt2)
+    keras_matta.reorder(ta, inputs, verbose=0)
+    half = keras_matta.hub.extract_backbone(ta, 16)     # a GPT2Backbone, 16 FFN units
     ```
     """
     backbone = getattr(backbone, "backbone", backbone)  # a CausalLM: its backbone
     mat_class = _mat_class(backbone)
     groups = _heads_per_group(backbone)
     student_heads = getattr(backbone, "num_heads", None) or backbone.num_query_heads
+    if ta_intermediate_dim is None:
+        ta_intermediate_dim = backbone.intermediate_dim
     _check_size("ta_intermediate_dim", ta_intermediate_dim, backbone.intermediate_dim,
                 "the backbone's intermediate_dim")
     if ta_num_heads is not None:

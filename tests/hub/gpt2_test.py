@@ -234,3 +234,15 @@ def test_gpt2_medium_dimensions(tmp_path):
     student = hub.extract_backbone(ta, 4096)
     assert student.count_params() == backbone.count_params()
     np.testing.assert_allclose(to_numpy(student(x)), expected, atol=1e-4)
+
+
+def test_pretrained_gpt2_as_the_ta_reorders_and_keeps_its_function(preset):
+    backbone = _backbone(preset)
+    ta = hub.from_keras_hub(backbone, ta_num_heads=HEADS)  # the pretrained model is the TA
+    x = _inputs()
+    before = to_numpy(ta(x))
+    result = keras_matta.reorder(ta, x, verbose=0)
+    np.testing.assert_allclose(to_numpy(ta(x)), before, rtol=1e-4, atol=1e-4)
+    assert set(result.scores["transformer_layer_1"]) == {"intermediate_dim", "num_heads"}
+    half = hub.extract_backbone(ta, FFN // 2)
+    assert isinstance(half, keras_hub.models.GPT2Backbone) and half.intermediate_dim == FFN // 2

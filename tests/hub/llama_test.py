@@ -197,3 +197,26 @@ def test_matta_draws_whole_query_head_groups(ta):
             for width in selection.values():
                 heads.add(int(keras.ops.convert_to_numpy(width["num_query_heads"].count)))
     assert heads == {3, 6, 9}
+
+
+@pytest.mark.parametrize("method", ["activation", "taylor"])
+def test_pretrained_llama_as_the_ta_reorders_whole_groups_and_keeps_its_function(method):
+    backbone = _backbone(seed=2)
+    ta = hub.from_keras_hub(backbone, ta_num_heads=HEADS)  # the pretrained model is the TA
+    model = hub.LogitsModel(ta)
+    x = _inputs()
+    y = np.roll(x["token_ids"], -1, axis=1)
+    before = to_numpy(model(x))
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    result = keras_matta.reorder(model, (x, y, x["padding_mask"]), method=method, loss=loss,
+                                 verbose=0)
+    np.testing.assert_allclose(to_numpy(model(x)), before, rtol=1e-4, atol=1e-4)
+    block = result.scores["transformer_layer_0"]
+    assert len(block["intermediate_dim"]) == FFN
+    assert len(block["num_query_heads"]) == KV_HEADS  # one score per group of 3 query heads
+    # A uniform prefix extracts into the source class, equal to the Mat model at that width.
+    width = {"intermediate_dim": FFN // 2}
+    stock = hub.extract_backbone(ta, ta.width_spec(**width))
+    assert type(stock) is type(backbone) and stock.intermediate_dim == FFN // 2
+    with keras_matta.WidthScope(ta, ta.width_spec(**width)):
+        np.testing.assert_allclose(to_numpy(stock(x)), to_numpy(ta(x)), rtol=1e-4, atol=1e-4)
