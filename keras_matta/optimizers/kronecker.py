@@ -42,6 +42,9 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
     # The factor's name in its optimizer variables' names (`<variable>_left_<name>`), which
     # `keras_matta.distribution.add_shampoo_layouts` looks up.
     FACTOR_NAME = "factor"
+    # Whether a step's own gradient enters the factors it is preconditioned with (Shampoo) or
+    # only the next step's (SOAP: see its `FACTORS_SEE_THE_STEP_GRADIENT`).
+    FACTORS_SEE_THE_STEP_GRADIENT = True
 
     def __init__(
         self,
@@ -153,16 +156,20 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
         # launches stay flat as the model gets deeper.
         scalars = self._step_scalars(learning_rate)
         gradients = [_dense_float32(gradient) for gradient in grads]
-        self._update_statistics(gradients, trainable_variables, scalars.schedule)
-        for gradient, variable in zip(gradients, trainable_variables):
-            self._update_variable(gradient, variable, scalars)
+        self._step(gradients, trainable_variables, scalars)
 
     def update_step(self, gradient, variable, learning_rate):
         """The whole step of one variable, its factors included (`apply` batches them)."""
         scalars = self._step_scalars(learning_rate)
-        gradient = _dense_float32(gradient)
-        self._update_statistics([gradient], [variable], scalars.schedule)
-        self._update_variable(gradient, variable, scalars)
+        self._step([_dense_float32(gradient)], [variable], scalars)
+
+    def _step(self, gradients, variables, scalars):
+        if self.FACTORS_SEE_THE_STEP_GRADIENT:
+            self._update_statistics(gradients, variables, scalars.schedule)
+        for gradient, variable in zip(gradients, variables):
+            self._update_variable(gradient, variable, scalars)
+        if not self.FACTORS_SEE_THE_STEP_GRADIENT:
+            self._update_statistics(gradients, variables, scalars.schedule)
 
     def _step_scalars(self, learning_rate):
         """Subclass hook: the step's shared scalars, with `schedule()`'s result as `.schedule`.

@@ -127,6 +127,26 @@ def matrix_inverse_root(
     return ops.where(succeeded, result, ops.full_like(result, float("nan")))
 
 
+def eigenbasis(matrix):
+    """Eigenvectors of symmetric matrices `(..., n, n)`, as columns by descending eigenvalue.
+
+    Same failure convention as `matrix_inverse_root`: a non-finite matrix (replaced by the
+    identity before the solver, which torch's eigh would raise on) or a non-finite result gives
+    an all-NaN matrix, so that callers can test `ops.isfinite` and keep a previous basis.
+    Computed in float32 (float64 kept as float64).
+    """
+    matrix = ops.convert_to_tensor(matrix)
+    dtype = "float64" if ops.dtype(matrix) == "float64" else "float32"
+    matrix = ops.cast(matrix, dtype)
+    finite_input = _all_finite(matrix)
+    safe_matrix = ops.where(finite_input, matrix, ops.eye(matrix.shape[-1], dtype=dtype))
+    safe_matrix = (safe_matrix + ops.swapaxes(safe_matrix, -1, -2)) / 2.0
+    _, eigenvectors = ops.eigh(safe_matrix)  # ascending eigenvalues
+    eigenvectors = ops.flip(eigenvectors, axis=-1)
+    succeeded = ops.logical_and(finite_input, _all_finite(eigenvectors))
+    return ops.where(succeeded, eigenvectors, ops.full_like(eigenvectors, float("nan")))
+
+
 def _all_finite(matrices):
     """(..., n, n) -> (..., 1, 1) booleans: whether each matrix is entirely finite."""
     return ops.all(ops.isfinite(matrices), axis=(-2, -1), keepdims=True)

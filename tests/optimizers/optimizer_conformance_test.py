@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from helpers import to_numpy
 
+from keras_matta.optimizers import SOAP
 from keras_matta.optimizers import Shampoo
 
 OPTIMIZER_FACTORIES = [
@@ -28,6 +29,17 @@ OPTIMIZER_FACTORIES = [
             block_size=8,
         ),
         id="shampoo-sgd-newton-blocked",
+    ),
+    # beta1=0.9: the paper's 0.95 oscillates longer on the full-batch quadratic.
+    pytest.param(
+        lambda: SOAP(learning_rate=0.1, beta1=0.9, beta2=0.99, precondition_frequency=2),
+        id="soap",
+    ),
+    pytest.param(
+        lambda: SOAP(
+            learning_rate=0.1, beta1=0.9, beta2=0.99, precondition_frequency=5, block_size=4
+        ),
+        id="soap-blocked",
     ),
 ]
 

@@ -1,11 +1,12 @@
-"""Shampoo inside model.fit: compiled train functions, mixed precision, Keras optimizer options,
-and the convergence claim on an ill-conditioned least-squares problem."""
+"""Shampoo and SOAP inside model.fit: compiled train functions, mixed precision, Keras optimizer
+options, and the convergence claim on an ill-conditioned least-squares problem."""
 
 import keras
 import numpy as np
 import pytest
 from helpers import to_numpy
 
+from keras_matta.optimizers import SOAP
 from keras_matta.optimizers import Shampoo
 
 _RNG = np.random.default_rng(0)
@@ -41,15 +42,22 @@ def mlp_model():
     )
 
 
-def shampoo_for_tests(**kwargs):
+def shampoo_for_tests(optimizer_class=Shampoo, **kwargs):
     defaults = dict(
         learning_rate=0.01, block_size=8, start_preconditioning_step=2, precondition_frequency=3
     )
-    return Shampoo(**{**defaults, **kwargs})
+    return optimizer_class(**{**defaults, **kwargs})
+
+
+# Both Kronecker-factored optimizers (they share blocks, statistics and refreshes).
+OPTIMIZER_CLASSES = pytest.mark.parametrize(
+    "optimizer_class", [Shampoo, SOAP], ids=["shampoo", "soap"]
+)
 
 
 def assert_preconditioner_in_use(optimizer):
-    """Roots were computed (no longer the identity they start as) and are finite."""
+    """Factors (roots, eigenbases) were computed (no longer the identity they start as) and
+    are finite."""
     refreshed = 0
     for root in optimizer._left_factors + optimizer._right_factors:
         if root is None:
@@ -60,8 +68,9 @@ def assert_preconditioner_in_use(optimizer):
     assert refreshed > 0
 
 
+@OPTIMIZER_CLASSES
 @pytest.mark.parametrize("jit_compile", ["auto", True])
-def test_compiled_fit(jit_compile):
+def test_compiled_fit(jit_compile, optimizer_class):
     backend = keras.backend.backend()
     if jit_compile is True and backend == "jax":
         pytest.skip("on JAX 'auto' already is jit_compile=True")
@@ -71,7 +80,7 @@ def test_compiled_fit(jit_compile):
             "around keras internals; torch's default train function is eager"
         )
     model = attention_model()
-    optimizer = shampoo_for_tests()
+    optimizer = shampoo_for_tests(optimizer_class)
     model.compile(optimizer=optimizer, loss="mse", jit_compile=jit_compile)
     history = model.fit(_TOKEN_IDS, _ID_TARGETS, batch_size=16, epochs=3, verbose=0)
     losses = history.history["loss"]
@@ -85,12 +94,24 @@ def test_compiled_fit(jit_compile):
     assert kernel_layouts["attention/query/kernel"].matrix_shape == (8, 8)
 
 
-@pytest.mark.parametrize("root_method", ["eigh", "newton"])
-def test_compiled_steps_equal_eager_steps(root_method):
+@pytest.mark.parametrize(
+    "make_optimizer",
+    [
+        lambda: shampoo_for_tests(root_method="eigh"),
+        lambda: shampoo_for_tests(root_method="newton"),
+        # From step 4: the statistics of the 8 x 2 blocks gain rank 2 per step, and before
+        # they are full rank the basis of their null space is arbitrary (set by rounding),
+        # and so is Adam's diagonal step in it.
+        lambda: shampoo_for_tests(SOAP, start_preconditioning_step=4),
+    ],
+    ids=["shampoo-eigh", "shampoo-newton", "soap"],
+)
+def test_compiled_steps_equal_eager_steps(make_optimizer):
     """Eagerly, the start step, the refreshes and the restart of non-finite statistics are
     Python branches; compiled, they are staged (`ops.cond`, `ops.where`): same weights.
 
-    Eight steps, preconditioning from step 2, refreshes at 2, 5 and 8."""
+    Eight steps, preconditioning from step 2, refreshes at 2, 5 and 8 (SOAP: from step 4,
+    refreshes at 4 and 7, each basis used from the step after)."""
     if keras.backend.backend() == "torch":
         pytest.skip("torch's default train function is the eager one")
 
@@ -98,7 +119,7 @@ def test_compiled_steps_equal_eager_steps(root_method):
         keras.utils.set_random_seed(0)
         model = mlp_model()
         initial = [to_numpy(v) for v in model.trainable_variables]
-        optimizer = shampoo_for_tests(root_method=root_method)
+        optimizer = make_optimizer()
         model.compile(optimizer=optimizer, loss="mse", run_eagerly=run_eagerly)
         model.fit(_TOKENS, _TARGETS, batch_size=8, epochs=1, shuffle=False, verbose=0)
         assert_preconditioner_in_use(optimizer)
@@ -111,10 +132,11 @@ def test_compiled_steps_equal_eager_steps(root_method):
         np.testing.assert_allclose(compiled, eager, atol=0.02 * np.abs(eager).max())
 
 
-def test_mixed_bfloat16_fit():
+@OPTIMIZER_CLASSES
+def test_mixed_bfloat16_fit(optimizer_class):
     keras.config.set_dtype_policy("mixed_bfloat16")
     model = mlp_model()
-    optimizer = shampoo_for_tests()
+    optimizer = shampoo_for_tests(optimizer_class)
     model.compile(optimizer=optimizer, loss="mse")
     history = model.fit(_TOKENS, _TARGETS, batch_size=16, epochs=3, verbose=0)
     assert history.history["loss"][-1] < 0.8 * history.history["loss"][0]

@@ -1,0 +1,266 @@
+"""SOAP: Adam in the eigenbasis of Shampoo's Kronecker factors."""
+
+from typing import Any
+from typing import NamedTuple
+
+import keras
+from keras import ops
+
+from keras_matta.optimizers import grafting as grafting_lib
+from keras_matta.optimizers.kronecker import KroneckerFactoredOptimizer
+from keras_matta.optimizers.kronecker import check_number
+from keras_matta.optimizers.kronecker import pad_matrices
+from keras_matta.optimizers.kronecker import transpose
+from keras_matta.optimizers.matrix_roots import eigenbasis
+
+
+@keras.saving.register_keras_serializable(package="keras_matta")
+class SOAP(KroneckerFactoredOptimizer):
+    """SOAP: Adam run in the eigenbasis of Shampoo's statistics, refreshed periodically.
+
+    Blocks, statistics, the refresh schedule and failure handling are Shampoo's (see
+    `Shampoo`: "Shapes", `block_size`, `exclude_*`). Per block `G` (m x n) of step `t`:
+
+    ```
+    m_t = beta1 m_{t-1} + (1 - beta1) G              # first moment, original basis
+    G' = Q_L^T G Q_R,   M' = Q_L^T m_t Q_R           # rotated into the eigenbasis
+    v_t = beta2 v_{t-1} + (1 - beta2) G'^2           # second moment, kept in the eigenbasis
+    N' = (M' / (1 - beta1^t)) / (sqrt(v_t / (1 - beta2^t)) + epsilon)
+    w <- w - learning_rate * Q_L N' Q_R^T
+    L_t = b L_{t-1} + (1 - b) G G^T,   R_t = b R_{t-1} + (1 - b) G^T G    # b = shampoo_beta
+    every precondition_frequency steps from start_preconditioning_step on, after the update:
+        Q_L, Q_R = eigenvectors of L_t, R_t          # eigh; identity until the first refresh
+    ```
+
+    With `Q = I` this is Adam, so up to the first refresh, and for variables that are not
+    preconditioned (biases, norms, embeddings, `(n, 1)` kernels), SOAP is Adam (with epsilon
+    added to the bias-corrected `sqrt(v_hat)`, as in the Adam paper; Keras' Adam adds it
+    before the correction). Eigenvectors are sorted by descending eigenvalue at every refresh,
+    as in the official implementation, so an entry of `v` keeps following the eigenvalue of
+    the same rank (and, at the first refresh, a block with fewer real rows than the block
+    side keeps its real coordinates first); `v` is not otherwise transformed when the basis
+    changes. A refresh whose statistics are not finite restarts them from the step's gram, and
+    a basis that fails keeps the previous one, as in `Shampoo`. Weight decay is decoupled
+    (AdamW style).
+
+    Args:
+        learning_rate: float, schedule or callable. Defaults to `0.003` (the paper's setting).
+        beta1: first-moment decay, in `[0, 1)`. Defaults to `0.95` (the paper's).
+        beta2: second-moment decay, in `(0, 1)`. Defaults to `0.95` (the paper's).
+        epsilon: Adam's denominator term, `> 0`. Defaults to `1e-8`.
+        shampoo_beta: decay of the statistics `L`, `R`, in `(0, 1]` (`1`: sums), or `None`
+            for `beta2` (the paper's default). Defaults to `None`.
+        block_size: largest block side. Defaults to `128` (the paper uses whole matrices up
+            to 10000: blocks cap the eigendecomposition cost, `O(block_size^3)`, on CPUs).
+        precondition_frequency: recompute the eigenbases every this many steps. Defaults to
+            `10` (the paper's).
+        start_preconditioning_step: first step (1-based) that computes the eigenbases, used
+            from the next step on. Defaults to `1` (the paper's).
+        max_preconditioner_dim: a matrix with a side longer than this uses Adam. Defaults to
+            `4096`.
+        exclude_embeddings: use Adam for variables whose path contains "embedding".
+            Defaults to `True`.
+        exclude_layers: regular expressions; variables whose path matches one use Adam (see
+            `Shampoo`). Defaults to `None`.
+        weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
+        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name:
+            the standard `keras.optimizers.Optimizer` arguments.
+
+    Example:
+
+    ```python
+    from keras_matta.optimizers import SOAP
+
+    model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32), keras.layers.Dense(1)])
+    optimizer = SOAP(learning_rate=3e-3)
+    model.compile(optimizer=optimizer, loss="mse")
+    model.fit(np.random.rand(256, 16), np.random.rand(256, 1), epochs=2, verbose=0)
+    # The 16 x 32 kernel's left eigenbasis, refreshed after steps 1 and 11: an orthogonal matrix.
+    left = [v for v in optimizer.variables if v.name.endswith("kernel_left_eigenbasis")][0]
+    q = ops.convert_to_numpy(left)[0]  # (16, 16): one block
+    np.testing.assert_allclose(q.T @ q, np.eye(16), atol=1e-5)
+    assert not np.allclose(q, np.eye(16))
+    ```
+
+    Reference:
+        Vyas, Morwani, Zhao, Kwun, Shapira, Brandfonbrener, Janson and Kakade, "SOAP:
+        Improving and Stabilizing Shampoo using Adam", arXiv:2409.11321 (2024). George,
+        Laurent, Bouthillier, Ballas and Vincent, "Fast Approximate Natural Gradient Descent in
+        a Kronecker-factored Eigenbasis" (EKFAC), NeurIPS 2018.
+    """
+
+    FACTOR_NAME = "eigenbasis"
+    # As in the paper, a basis refreshed at step t is first used at step t + 1. Computed from
+    # statistics that include G_t, it would put G_t entirely in their range: on the rest of the
+    # basis (the null space of statistics of lower rank than the block side, common in the
+    # first steps and for narrow blocks) the rotated G_t would be float rounding, which Adam's
+    # normalization turns into full-size steps (measured: a training loss that rose).
+    FACTORS_SEE_THE_STEP_GRADIENT = False
+
+    def __init__(
+        self,
+        learning_rate=0.003,
+        beta1=0.95,
+        beta2=0.95,
+        epsilon=1e-8,
+        shampoo_beta=None,
+        block_size=128,
+        precondition_frequency=10,
+        start_preconditioning_step=1,
+        max_preconditioner_dim=4096,
+        exclude_embeddings=True,
+        exclude_layers=None,
+        weight_decay=None,
+        clipnorm=None,
+        clipvalue=None,
+        global_clipnorm=None,
+        use_ema=False,
+        ema_momentum=0.99,
+        ema_overwrite_frequency=None,
+        loss_scale_factor=None,
+        gradient_accumulation_steps=None,
+        name=None,
+        **kwargs,
+    ):
+        # === Validation, before any work (the base class checks the arguments it shares) ===
+        numbers = [
+            ("beta1", beta1, "[0, 1)"),
+            ("beta2", beta2, "(0, 1)"),
+            ("epsilon", epsilon, "(0, inf)"),
+        ]
+        if shampoo_beta is not None:
+            numbers.append(("shampoo_beta", shampoo_beta, "(0, 1]"))
+        if weight_decay is not None:
+            numbers.append(("weight_decay", weight_decay, "[0, inf)"))
+        for arg, value, interval in numbers:
+            check_number(arg, value, interval)
+
+        super().__init__(
+            learning_rate=learning_rate,
+            statistics_decay=beta2 if shampoo_beta is None else shampoo_beta,
+            block_size=block_size,
+            precondition_frequency=precondition_frequency,
+            start_preconditioning_step=start_preconditioning_step,
+            max_preconditioner_dim=max_preconditioner_dim,
+            exclude_embeddings=exclude_embeddings,
+            exclude_layers=exclude_layers,
+            name=name,
+            weight_decay=weight_decay,
+            clipnorm=clipnorm,
+            clipvalue=clipvalue,
+            global_clipnorm=global_clipnorm,
+            use_ema=use_ema,
+            ema_momentum=ema_momentum,
+            ema_overwrite_frequency=ema_overwrite_frequency,
+            loss_scale_factor=loss_scale_factor,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            **kwargs,
+        )
+        self.beta1 = float(beta1)
+        self.beta2 = float(beta2)
+        self.epsilon = float(epsilon)
+        self.shampoo_beta = None if shampoo_beta is None else float(shampoo_beta)
+
+    # === State ===
+
+    def build(self, var_list):
+        if self.built:
+            return
+        self._momentums = [None] * len(var_list)
+        self._second_moments = [None] * len(var_list)
+        super().build(var_list)
+
+    def _build_variable_state(self, variable, index):
+        self._momentums[index] = self._add_state(variable, variable.shape, "momentum")
+        self._second_moments[index] = self._add_state(variable, variable.shape, "second_moment")
+
+    def _build_block_state(self, variable, index, layout):
+        # A preconditioned variable's second moment lives in the eigenbasis, block by block
+        # (padding included: its entries stay ~0 and are masked out of the update).
+        self._second_moments[index] = self._add_state(
+            variable, (layout.num_blocks, *layout.block_shape), "rotated_second_moment"
+        )
+
+    # === Eigenbases (the factors) ===
+
+    def _factors(self, statistics, t):
+        # Eigenvectors do not depend on the statistics' scale: no bias correction.
+        return eigenbasis(statistics)
+
+    def _pad_statistics(self, statistics, side):
+        """`S` in the top-left, `-(trace(S) + 1) I` below it.
+
+        The padding's eigenvalue is below every eigenvalue of the PSD `S` (all in
+        `[0, trace(S)]`, up to rounding) by at least `trace(S) + 1 >= lambda_max(S)`, so no
+        eigenvector mixes `S`'s coordinates with the padding's (a shared eigenvalue would, e.g.
+        with all-zero statistics), and the padding's eigenvectors sort last: the top-left
+        block of the padded basis is `S`'s basis.
+        """
+        trace = ops.trace(statistics, axis1=-2, axis2=-1)
+        return pad_matrices(statistics, side, -(ops.abs(trace) + 1.0))
+
+    # === Update ===
+
+    def _step_scalars(self, learning_rate):
+        schedule = self.schedule(learning_rate)
+        return _StepScalars(
+            schedule=schedule,
+            momentum_weight=1.0 / (1.0 - ops.power(self.beta1, schedule.t)),
+            second_moment_scale=grafting_lib.second_moment_scale("adam", schedule.t, self.beta2),
+        )
+
+    def _update_variable(self, gradient, variable, scalars):
+        index = self._get_variable_index(variable)
+        momentum = self._momentums[index]
+        new_momentum = momentum + (1.0 - self.beta1) * (gradient - momentum)
+        self.assign(momentum, new_momentum)
+
+        layout = self._layouts[index]
+        if layout is not None:
+            # Into the eigenbasis (before the first refresh, Q = I: Adam's own basis).
+            left = ops.convert_to_tensor(self._left_factors[index])  # (blocks, rows, rows)
+            right = ops.convert_to_tensor(self._right_factors[index])  # (blocks, cols, cols)
+            left_t = transpose(left)
+            gradient = ops.matmul(ops.matmul(left_t, layout.to_blocks(gradient)), right)
+            new_momentum = ops.matmul(ops.matmul(left_t, layout.to_blocks(new_momentum)), right)
+
+        second_moment = self._second_moments[index]
+        new_second_moment = grafting_lib.update_second_moment(
+            "adam", second_moment, gradient, self.beta2
+        )
+        self.assign(second_moment, new_second_moment)
+        update = grafting_lib.grafted_direction(
+            "adam", new_momentum * scalars.momentum_weight, new_second_moment,
+            scalars.second_moment_scale, self.epsilon,
+        )
+
+        if layout is not None:
+            # Back to the original basis: Q_L N' Q_R^T.
+            update = ops.matmul(ops.matmul(left, update), transpose(right))
+            if layout.is_padded:
+                update = update * layout.mask
+            update = layout.from_blocks(update)
+        learning_rate = scalars.schedule.learning_rate
+        self.assign_sub(variable, ops.cast(update * learning_rate, variable.dtype))
+
+    # === Config ===
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "beta1": self.beta1,
+                "beta2": self.beta2,
+                "epsilon": self.epsilon,
+                "shampoo_beta": self.shampoo_beta,
+            }
+        )
+        return config
+
+
+class _StepScalars(NamedTuple):
+    """The scalars of one step, shared by every variable's update."""
+
+    schedule: Any  # kronecker.Schedule
+    momentum_weight: Any  # 1 / (1 - beta1^t)
+    second_moment_scale: Any  # 1 / (1 - beta2^t)

@@ -1,0 +1,267 @@
+"""SOAP: steps against an independent float64 NumPy implementation, state, failures, arguments."""
+
+import keras
+import numpy as np
+import pytest
+from helpers import to_numpy
+from optimizers.shampoo_test import SHAPE
+from optimizers.shampoo_test import numpy_matrix_shape
+from optimizers.shampoo_test import ragged_slices
+
+from keras_matta.optimizers import SOAP
+from keras_matta.optimizers import soap as soap_module
+
+# === An independent float64 NumPy SOAP, written from the docstring ===
+
+
+class NumpySOAP:
+    """One variable's SOAP state: explicit ragged blocks in Python loops, float64 eigh."""
+
+    def __init__(self, shape, preconditioned=True, **hyper):
+        self.h = hyper
+        self.shape = shape
+        self.momentum = np.zeros(shape)
+        self.second_moment = np.zeros(shape)  # in the eigenbasis, block by block
+        self.matrix_shape = numpy_matrix_shape(shape) if preconditioned else None
+        if self.matrix_shape is not None:
+            rows, cols = self.matrix_shape
+            self.blocks = [
+                (r, c)
+                for r in ragged_slices(rows, hyper["block_size"])
+                for c in ragged_slices(cols, hyper["block_size"])
+            ]
+            self.left = [np.zeros((r.stop - r.start,) * 2) for r, _ in self.blocks]
+            self.right = [np.zeros((c.stop - c.start,) * 2) for _, c in self.blocks]
+            self.left_basis = [np.eye(len(s)) for s in self.left]
+            self.right_basis = [np.eye(len(s)) for s in self.right]
+
+    def step(self, weight, gradient, t, lr):
+        h = self.h
+        b1, b2, eps = h["beta1"], h["beta2"], h["epsilon"]
+        beta = b2 if h["shampoo_beta"] is None else h["shampoo_beta"]
+        if h["weight_decay"]:
+            weight = weight - lr * h["weight_decay"] * weight
+        self.momentum = b1 * self.momentum + (1 - b1) * gradient
+
+        def adam(m, v):
+            return (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+
+        if self.matrix_shape is None:
+            self.second_moment = b2 * self.second_moment + (1 - b2) * gradient**2
+            return weight - lr * adam(self.momentum, self.second_moment)
+
+        g = gradient.reshape(self.matrix_shape)
+        m = self.momentum.reshape(self.matrix_shape)
+        v = self.second_moment.reshape(self.matrix_shape)
+        update = np.zeros(self.matrix_shape)
+        start, frequency = h["start_preconditioning_step"], h["precondition_frequency"]
+        for i, block in enumerate(self.blocks):
+            gb = g[block]
+            ql, qr = self.left_basis[i], self.right_basis[i]
+            v[block] = b2 * v[block] + (1 - b2) * (ql.T @ gb @ qr) ** 2
+            update[block] = ql @ adam(ql.T @ m[block] @ qr, v[block]) @ qr.T
+            # The statistics and bases after the update: a new basis serves from step t + 1.
+            weight_new = 1.0 if beta == 1 else 1 - beta
+            self.left[i] = beta * self.left[i] + weight_new * gb @ gb.T
+            self.right[i] = beta * self.right[i] + weight_new * gb.T @ gb
+            if t >= start and (t - start) % frequency == 0:
+                # Columns by descending eigenvalue.
+                self.left_basis[i] = np.linalg.eigh(self.left[i])[1][:, ::-1]
+                self.right_basis[i] = np.linalg.eigh(self.right[i])[1][:, ::-1]
+        self.second_moment = v.reshape(self.shape)
+        return weight - lr * update.reshape(self.shape)
+
+
+HYPER = dict(
+    beta1=0.9,
+    beta2=0.95,
+    epsilon=1e-8,
+    shampoo_beta=0.99,
+    block_size=4,
+    precondition_frequency=2,
+    # Refreshes after steps 4 and 6: the statistics of a 4 x 1 block gain one rank per step,
+    # and the eigenvectors of a repeated zero eigenvalue are arbitrary (float32 and float64
+    # would disagree).
+    start_preconditioning_step=4,
+    weight_decay=None,
+)
+# A matrix cut into 3x2 ragged blocks; a rank-3 kernel viewed as (6, 5) with 4x1 and 2x1 edge
+# blocks; a bias; an embedding table (excluded by its path).
+VARIABLES = [("kernel", SHAPE), ("attention", (2, 3, 5)), ("bias", (7,)), ("embeddings", SHAPE)]
+
+
+def run_both(steps=9, learning_rate=0.01, named_shapes=VARIABLES, **overrides):
+    hyper = dict(HYPER, **overrides)
+    rng = np.random.default_rng(0)
+    initial = [rng.standard_normal(shape) for _, shape in named_shapes]
+    gradients = [[rng.standard_normal(shape) for _, shape in named_shapes] for _ in range(steps)]
+    variables = [
+        keras.Variable(w.astype("float32"), name=name)
+        for (name, _), w in zip(named_shapes, initial)
+    ]
+    optimizer = SOAP(learning_rate=learning_rate, **hyper)
+    references = [
+        NumpySOAP(shape, preconditioned=(name != "embeddings"), **hyper)
+        for name, shape in named_shapes
+    ]
+    expected = list(initial)
+    for t, step_gradients in enumerate(gradients, start=1):
+        optimizer.apply([g.astype("float32") for g in step_gradients], variables)
+        expected = [
+            ref.step(w, g, t, learning_rate)
+            for ref, w, g in zip(references, expected, step_gradients)
+        ]
+        for variable, value in zip(variables, expected):
+            np.testing.assert_allclose(
+                to_numpy(variable), value, rtol=2e-4, atol=2e-5, err_msg=f"step {t}"
+            )
+    return optimizer, variables, initial
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"shampoo_beta": None, "weight_decay": 0.1}, {"shampoo_beta": 1.0, "beta1": 0.0}],
+    ids=["default", "beta2-statistics-decay", "sums-no-momentum"],
+)
+def test_steps_match_numpy_reference(overrides):
+    optimizer, variables, initial = run_both(**overrides)
+    for variable, start in zip(variables, initial):
+        assert np.abs(to_numpy(variable) - start).max() > 1e-3
+    assert [layout is not None for layout in optimizer._layouts] == [True, True, False, False]
+
+
+def test_the_eigenbasis_is_not_adam_and_the_start_step_matters():
+    """Guard against a reference that agrees because both stay in the standard basis."""
+    _, soap_vars, _ = run_both()
+    _, adam_vars, _ = run_both(start_preconditioning_step=100)
+    kernel_difference = np.abs(to_numpy(soap_vars[0]) - to_numpy(adam_vars[0])).max()
+    bias_difference = np.abs(to_numpy(soap_vars[2]) - to_numpy(adam_vars[2])).max()
+    assert kernel_difference > 1e-3 and bias_difference == 0.0
+
+
+def test_before_the_first_refresh_it_is_keras_adam():
+    rng = np.random.default_rng(1)
+    start = rng.standard_normal(SHAPE).astype("float32")
+    soap_var, adam_var = keras.Variable(start), keras.Variable(start)
+    # Keras adds epsilon before Adam's bias correction, SOAP after; with a negligible epsilon
+    # the two updates are the same formula.
+    soap = SOAP(learning_rate=0.01, beta1=0.9, beta2=0.999, epsilon=1e-12,
+                start_preconditioning_step=100, block_size=4)
+    adam = keras.optimizers.Adam(learning_rate=0.01, epsilon=1e-12)
+    for _ in range(5):
+        gradient = keras.ops.convert_to_tensor(rng.standard_normal(SHAPE).astype("float32"))
+        soap.apply([gradient], [soap_var])
+        adam.apply([gradient], [adam_var])
+    np.testing.assert_allclose(to_numpy(soap_var), to_numpy(adam_var), rtol=1e-5, atol=1e-6)
+    assert np.abs(to_numpy(soap_var) - start).max() > 0.01
+
+
+def test_padded_statistics_of_different_sides_keep_their_own_eigenbasis():
+    """Sides 4, 3 and 2 share one eigh call: each basis is orthogonal and diagonalizes its own
+    statistic, all-zero statistics (a shared eigenvalue with naive padding) included."""
+    optimizer = SOAP()
+    rng = np.random.default_rng(2)
+    statistics = []
+    for side in (4, 3, 2):
+        g = rng.standard_normal((2, side, 5)).astype("float32")
+        statistics.append(keras.ops.convert_to_tensor(g @ np.swapaxes(g, -1, -2)))
+    statistics.append(keras.ops.zeros((1, 3, 3)))
+    previous = tuple(keras.ops.zeros_like(s) for s in statistics)
+    bases = optimizer._refreshed_factors(tuple(statistics), previous, 1.0)
+    for s, q in zip(statistics, bases):
+        s, q = to_numpy(s), to_numpy(q)
+        np.testing.assert_allclose(np.swapaxes(q, -1, -2) @ q, np.broadcast_to(np.eye(
+            s.shape[-1]), s.shape), atol=1e-5)
+        rotated = np.swapaxes(q, -1, -2) @ s @ q
+        off_diagonal = rotated - rotated * np.eye(s.shape[-1])
+        assert np.abs(off_diagonal).max() <= 1e-4 * max(1.0, np.abs(s).max())
+
+
+def test_failed_eigenbasis_keeps_the_previous_one(monkeypatch):
+    variable = keras.Variable(np.ones(SHAPE, "float32"))
+    optimizer = SOAP(start_preconditioning_step=2, precondition_frequency=2, block_size=4)
+    rng = np.random.default_rng(4)
+    gradients = [rng.standard_normal(SHAPE).astype("float32") for _ in range(6)]
+    for gradient in gradients[:2]:  # bases computed at step 2
+        optimizer.apply([gradient], [variable])
+    basis_at_step_2 = to_numpy(optimizer._left_factors[0])
+    assert not np.allclose(basis_at_step_2[0], np.eye(4))
+
+    def failing_basis(matrix):
+        return keras.ops.full_like(matrix, float("nan"))
+
+    monkeypatch.setattr(soap_module, "eigenbasis", failing_basis)
+    for gradient in gradients[2:4]:  # the step-4 refresh fails
+        optimizer.apply([gradient], [variable])
+    np.testing.assert_array_equal(to_numpy(optimizer._left_factors[0]), basis_at_step_2)
+    assert np.isfinite(to_numpy(variable)).all()
+
+    monkeypatch.undo()
+    for gradient in gradients[4:]:  # step 6 refreshes again
+        optimizer.apply([gradient], [variable])
+    assert not np.array_equal(to_numpy(optimizer._left_factors[0]), basis_at_step_2)
+    assert np.isfinite(to_numpy(variable)).all()
+
+
+def test_nan_in_a_statistic_does_not_reach_the_weights():
+    variable = keras.Variable(np.ones(SHAPE, "float32"))
+    optimizer = SOAP(learning_rate=0.01, start_preconditioning_step=2, precondition_frequency=2,
+                     block_size=4)
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        optimizer.apply([rng.standard_normal(SHAPE).astype("float32")], [variable])
+    poisoned = to_numpy(optimizer._left_statistics[0])
+    poisoned[0, 1, 1] = np.nan
+    optimizer._left_statistics[0].assign(poisoned)
+    for _ in range(4):  # step 4 refreshes from the restarted statistic
+        optimizer.apply([rng.standard_normal(SHAPE).astype("float32")], [variable])
+    assert np.isfinite(to_numpy(optimizer._left_statistics[0])).all()
+    assert np.isfinite(to_numpy(variable)).all()
+
+
+def test_state_names_and_shapes():
+    """Variable names follow Shampoo's scheme (`add_shampoo_layouts` reads them)."""
+    kernel = keras.Variable(np.zeros((10, 7), "float32"), name="kernel")
+    optimizer = SOAP(block_size=4)
+    optimizer.build([kernel])
+    shapes = {v.name: tuple(v.shape) for v in optimizer.variables}
+    assert shapes["kernel_left_eigenbasis"] == (6, 4, 4)
+    assert shapes["kernel_right_statistics"] == (6, 4, 4)
+    assert shapes["kernel_rotated_second_moment"] == (6, 4, 4)
+    assert shapes["kernel_momentum"] == (10, 7)
+
+
+def test_get_config_round_trip_and_registration():
+    optimizer = SOAP(learning_rate=0.02, beta1=0.8, beta2=0.99, epsilon=1e-7, shampoo_beta=1.0,
+                     block_size=64, precondition_frequency=5, start_preconditioning_step=3,
+                     max_preconditioner_dim=2048, exclude_embeddings=False,
+                     exclude_layers=["head"], weight_decay=0.01, gradient_accumulation_steps=2)
+    config = optimizer.get_config()
+    assert SOAP.from_config(config).get_config() == config
+    restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+    assert isinstance(restored, SOAP) and restored.get_config() == config
+    assert keras.saving.get_registered_name(SOAP) == "keras_matta>SOAP"
+
+
+INVALID_VALUES = [
+    ({"beta1": 1.0}, r"`beta1` must be a number in \[0, 1\); got beta1=1.0"),
+    ({"beta2": 1.0}, r"`beta2` must be a number in \(0, 1\); got beta2=1.0"),
+    ({"epsilon": 0.0}, r"`epsilon` must be a number in \(0, inf\); got epsilon=0.0"),
+    ({"shampoo_beta": 0.0}, r"`shampoo_beta` must be a number in \(0, 1\]; got shampoo_beta=0.0"),
+    ({"weight_decay": -0.1}, r"`weight_decay` must be a number in \[0, inf\)"),
+    ({"block_size": 0}, "`block_size` must be an integer >= 1; got block_size=0"),
+    ({"precondition_frequency": 1.5}, "precondition_frequency=1.5"),
+]
+INVALID_TYPES = [
+    ({"exclude_embeddings": 1}, "`exclude_embeddings` must be a bool"),
+    ({"exclude_layers": "head"}, "`exclude_layers` must be a list"),
+]
+
+
+def test_invalid_arguments_raise_naming_argument_and_value():
+    for kwargs, message in INVALID_VALUES:
+        with pytest.raises(ValueError, match=message):
+            SOAP(**kwargs)
+    for kwargs, message in INVALID_TYPES:
+        with pytest.raises(TypeError, match=message):
+            SOAP(**kwargs)
