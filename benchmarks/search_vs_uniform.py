@@ -1,0 +1,98 @@
+"""The searched Mix'n'Match model against the best uniform width under the same budget.
+
+For each embedded task: a TA trained by `keras-matta train` (default preset, Shampoo, seed 0,
+Students at 0.25, 0.5, 0.75 and the recipe's drawn sub-networks), then one exhaustive
+`keras_matta.search` over per-layer widths on the *validation* split (no budget: the whole
+front), then for each parameter budget the best front point within it and the best uniform
+width within it, both measured again on the *test* split (the search never saw it).
+
+Budgets: halfway between the parameter counts of consecutive uniform widths, where a mix can
+use the room a uniform model leaves unused.
+
+    KERAS_BACKEND=jax OMP_NUM_THREADS=1 python benchmarks/search_vs_uniform.py [--task digits]
+
+Writes `benchmarks/results/search_vs_uniform.json` (merged per task) and prints a table.
+"""
+
+import argparse
+import json
+import pathlib
+import time
+
+import keras
+
+import keras_matta
+from keras_matta.data import load_task
+from keras_matta.study import commands
+from keras_matta.study import metrics as metrics_lib
+from keras_matta.study import runs
+
+RESULTS = pathlib.Path(__file__).parent / "results" / "search_vs_uniform.json"
+CHOICES = {"digits": (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0),
+           "lm": (0.25, 0.5, 0.75, 1.0)}
+SOURCES = {"digits": "digits", "lm": "shakespeare"}
+
+
+def test_quality(model, task, task_data, config):
+    """Accuracy (digits) or bits per byte (LM) on the test split, as `keras-matta evaluate`."""
+    if task == "digits":
+        x, y = task_data.test
+        return metrics_lib.classification_metrics(model, x, y)["accuracy"]
+    x, y = runs.evaluation_windows(task_data, config, "test")
+    return metrics_lib.bits_per_byte(model, x, y)
+
+
+def run(task, work_dir):
+    ta_path = work_dir / f"ta_{task}.keras"
+    start = time.perf_counter()
+    if not ta_path.exists():
+        commands.train(SOURCES[task], ta_path, mode="default", seed=0)
+    train_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    result = commands.search(ta_path, SOURCES[task], work_dir / f"search_{task}",
+                             choices=CHOICES[task], strategy="exhaustive")
+    search_seconds = time.perf_counter() - start
+    ta = commands.load_model(ta_path)
+    task_data = load_task(SOURCES[task], seed=0)
+    config = commands.config_for(task_data, "default", None if task == "digits"
+                                 else ta.input_shape[1])
+    uniform = result.uniform
+    budgets = [(a.costs["params"] + b.costs["params"]) // 2 for a, b in zip(uniform, uniform[1:])]
+    rows = []
+    for budget in budgets:
+        searched = [p for p in result.front if p.costs["params"] <= budget][-1]
+        fits = [p for p in uniform if p.costs["params"] <= budget]
+        best_uniform = (max if result.maximize else min)(fits, key=lambda p: p.quality)
+        row = {"budget_params": budget}
+        for name, point in (("searched", searched), ("uniform", best_uniform)):
+            model = keras_matta.extract(ta, point.widths)
+            row[name] = {"label": point.label, "uniform": point.uniform,
+                         "params": point.costs["params"], "flops": point.costs["flops"],
+                         "validation": point.quality,
+                         "test": test_quality(model, task, task_data, config)}
+        rows.append(row)
+        print(task, budget, row, flush=True)
+    return {"objective": result.objective, "maximize": result.maximize,
+            "choices": list(CHOICES[task]), "candidates": len(result.measured),
+            "train_seconds": train_seconds, "search_seconds": search_seconds,
+            "front": [p.to_dict() for p in result.front],
+            "uniform": [p.to_dict() for p in uniform], "budgets": rows}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=("digits", "lm", "both"), default="both")
+    parser.add_argument("--work-dir", default="/tmp/search_vs_uniform")
+    args = parser.parse_args()
+    work_dir = pathlib.Path(args.work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    payload = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"tasks": {}}
+    for task in ("digits", "lm") if args.task == "both" else (args.task,):
+        payload["tasks"][task] = run(task, work_dir)
+        payload["backend"] = keras.backend.backend()
+        RESULTS.write_text(json.dumps(payload, indent=1) + "\n")
+    print(f"Wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
