@@ -10,6 +10,7 @@ Budgets: halfway between the parameter counts of consecutive uniform widths, whe
 use the room a uniform model leaves unused.
 
     KERAS_BACKEND=jax OMP_NUM_THREADS=1 python benchmarks/search_vs_uniform.py [--task digits]
+    python benchmarks/search_vs_uniform.py --table    # the README table, from the JSON
 
 Writes `benchmarks/results/search_vs_uniform.json` (merged per task) and prints a table.
 """
@@ -79,11 +80,34 @@ def run(task, work_dir):
             "uniform": [p.to_dict() for p in uniform], "budgets": rows}
 
 
+def markdown(payload):
+    """The README table, generated from the JSON."""
+    lines = ["| task | params budget | searched (validation → test) | params | best uniform "
+             "(validation → test) | params | test: searched − uniform |",
+             "|---|---|---|---|---|---|---|"]
+    for task, result in payload["tasks"].items():
+        metric = "accuracy" if result["maximize"] else "bits/byte"
+        for row in result["budgets"]:
+            s, u = row["searched"], row["uniform"]
+            same = " (the same model)" if s["label"] == u["label"] else ""
+            lines.append(
+                f"| {task} ({metric}) | {row['budget_params'] / 1e3:.1f}k | {s['label']}: "
+                f"{s['validation']:.4f} → {s['test']:.4f} | {s['params'] / 1e3:.1f}k | "
+                f"{u['uniform']:g}: {u['validation']:.4f} → {u['test']:.4f} | "
+                f"{u['params'] / 1e3:.1f}k | {s['test'] - u['test']:+.4f}{same} |")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=("digits", "lm", "both"), default="both")
     parser.add_argument("--work-dir", default="/tmp/search_vs_uniform")
+    parser.add_argument("--table", action="store_true",
+                        help="print the README table from the committed JSON and exit")
     args = parser.parse_args()
+    if args.table:
+        print(markdown(json.loads(RESULTS.read_text())))
+        return
     work_dir = pathlib.Path(args.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     payload = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"tasks": {}}
