@@ -1,4 +1,4 @@
-"""Training-step time of Shampoo relative to Adam, on the current backend.
+"""Training-step time of Shampoo and SOAP relative to Adam, on the current backend.
 
 Two workloads, each optimizer training the same model with the backend's default compiled
 train function; the report is the mean step time and its ratio to Adam's, measured in the
@@ -13,11 +13,13 @@ same run:
   and two `TransformerDecoder` blocks, width 128, 4 heads, next-token logits at every one
   of 128 positions), batch 32.
 
-Adam and Shampoo at each frequency train their own copy of the model, timed in turns of
-`--round-steps` steps (machine drift spreads over all of them alike). Shampoo runs with
-`start_preconditioning_step=1`, so every timed step preconditions, and the timed window is a
-multiple of every `precondition_frequency`, so it holds its share of root refreshes (a median
-would hide them).
+Adam and each of `--optimizers` (Shampoo, SOAP) at each frequency train their own copy of the
+model in one process, timed in turns of `--round-steps` steps (machine drift spreads over all
+of them alike). They run with `start_preconditioning_step=1`, so every timed step
+preconditions, and the timed window is a multiple of every `precondition_frequency`, so it
+holds its share of refreshes (a median would hide them). SOAP's step does 8 block products
+(2 Grams, rotating the gradient and the momentum in, the update out) against Shampoo's 4
+(2 Grams, `P_L M P_R`), and the same eigendecompositions at a refresh.
 
 Both wall time and process CPU time are reported: on a shared machine the CPU-time ratio is
 the steadier one. On a small CPU, pin BLAS to one thread (OMP_NUM_THREADS=1
@@ -26,9 +28,10 @@ OPENBLAS_NUM_THREADS=1): under contention its spinning threads made a batched 12
 
 Usage:
     KERAS_BACKEND=jax OMP_NUM_THREADS=1 python benchmarks/shampoo_step_time.py \\
-        [--steps 100] [--frequencies 1 10 100] [--mlp-batch-sizes 32 1024]
+        [--steps 100] [--frequencies 1 10 100] [--mlp-batch-sizes 32 1024] \\
+        [--optimizers shampoo soap] [--output optimizer_step_time]
 
-Writes benchmarks/results/shampoo_step_time_<backend>.json and .png.
+Writes benchmarks/results/<output>_<backend>.json and .png.
 """
 
 import argparse
@@ -42,6 +45,7 @@ import numpy as np
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from common import report  # noqa: E402
 
+from keras_matta.optimizers import SOAP  # noqa: E402
 from keras_matta.optimizers import Shampoo  # noqa: E402
 
 
@@ -117,21 +121,24 @@ def interleaved_step_seconds(models, data, steps, round_steps):
     return {name: (wall[name] / steps, cpu[name] / steps) for name in models}
 
 
-def plot(axes, rows, frequencies, block_size):
-    """One cluster of bars per workload, one bar per frequency: wall-time ratios (the CPU-time
-    ratios are in the JSON and the table)."""
+def plot(axes, rows, block_size):
+    """One cluster of bars per workload, one bar per optimizer and frequency: wall-time ratios
+    (the CPU-time ratios are in the JSON and the table)."""
     from matplotlib.ticker import NullFormatter
 
     workloads = list(dict.fromkeys((r["model"], r["batch_size"]) for r in rows))
-    width = 0.8 / len(frequencies)
-    for i, frequency in enumerate(frequencies):
+    series = list(dict.fromkeys(
+        (r["optimizer"], r["frequency"]) for r in rows if r["optimizer"] != "adam"))
+    width = 0.8 / len(series)
+    for i, (optimizer, frequency) in enumerate(series):
         ratios = [
             next(r["ratio_vs_adam"] for r in rows
-                 if (r["model"], r["batch_size"]) == workload and r["frequency"] == frequency)
+                 if (r["model"], r["batch_size"]) == workload
+                 and (r["optimizer"], r["frequency"]) == (optimizer, frequency))
             for workload in workloads
         ]
-        positions = np.arange(len(workloads)) + (i - (len(frequencies) - 1) / 2) * width
-        axes.bar(positions, ratios, width, label=f"precondition_frequency={frequency}")
+        positions = np.arange(len(workloads)) + (i - (len(series) - 1) / 2) * width
+        axes.bar(positions, ratios, width, label=f"{optimizer}, frequency {frequency}")
     axes.set_xticks(np.arange(len(workloads)),
                     [f"{model}, batch {batch}" for model, batch in workloads])
     axes.set_yscale("log")
@@ -141,7 +148,7 @@ def plot(axes, rows, frequencies, block_size):
     axes.axhline(1.0, color="black", linewidth=0.8, label="Adam")
     axes.axhline(1.25, color="gray", linewidth=0.8, linestyle="--", label="goal (1.25)")
     axes.set_ylabel("step time / Adam step time (wall)")
-    axes.set_title(f"Shampoo step time ({keras.backend.backend()}, block {block_size})")
+    axes.set_title(f"Step time vs Adam ({keras.backend.backend()}, block {block_size})")
     axes.legend(fontsize=8)
 
 
@@ -161,7 +168,12 @@ def main():
     parser.add_argument("--sequence", type=int, default=128)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--block-size", type=int, default=128)
-    parser.add_argument("--root-method", default="eigh", choices=["eigh", "newton"])
+    parser.add_argument("--root-method", default="eigh", choices=["eigh", "newton"],
+                        help="Shampoo's (SOAP always uses eigh)")
+    parser.add_argument("--optimizers", nargs="+", default=["shampoo", "soap"],
+                        choices=["shampoo", "soap"])
+    parser.add_argument("--output", default="optimizer_step_time",
+                        help="file stem under benchmarks/results/ (before _<backend>)")
     args = parser.parse_args()
     window = math.lcm(*args.frequencies, args.round_steps)
     steps = window * max(1, math.ceil(args.steps / window))
@@ -171,38 +183,38 @@ def main():
     rows = []
     for model_name, batch_size, build_model, data in workloads(args):
         print(f"{model_name}, batch {batch_size}:", flush=True)
-        optimizers = {None: keras.optimizers.Adam()}  # None: Adam itself
-        for frequency in args.frequencies:
-            optimizers[frequency] = Shampoo(
-                precondition_frequency=frequency,
-                start_preconditioning_step=1,
-                block_size=args.block_size,
-                root_method=args.root_method,
-            )
+        optimizers = {("adam", None): keras.optimizers.Adam()}
+        for name in args.optimizers:
+            for frequency in args.frequencies:
+                common = dict(precondition_frequency=frequency, start_preconditioning_step=1,
+                              block_size=args.block_size)
+                optimizers[name, frequency] = (
+                    Shampoo(root_method=args.root_method, **common) if name == "shampoo"
+                    else SOAP(**common)
+                )
         models = {
-            frequency: warmed_up_model(build_model, optimizer, data, args.warmup)
-            for frequency, optimizer in optimizers.items()
+            key: warmed_up_model(build_model, optimizer, data, args.warmup)
+            for key, optimizer in optimizers.items()
         }
         times = interleaved_step_seconds(models, data, steps, args.round_steps)
-        adam_wall, adam_cpu = times[None]
-        for frequency, (wall, cpu) in times.items():
-            print(f"  {'Adam' if frequency is None else f'Shampoo, frequency {frequency}'}: "
+        adam_wall, adam_cpu = times["adam", None]
+        for (name, frequency), (wall, cpu) in times.items():
+            print(f"  {name}, frequency {frequency}: "
                   f"{1e3 * wall:.2f} ms/step wall, {1e3 * cpu:.2f} ms/step CPU", flush=True)
             rows.append(
-                {"model": model_name, "batch_size": batch_size,
-                 "optimizer": "adam" if frequency is None else "shampoo",
+                {"model": model_name, "batch_size": batch_size, "optimizer": name,
                  "frequency": frequency, "step_ms": 1e3 * wall, "cpu_ms": 1e3 * cpu,
                  "ratio_vs_adam": wall / adam_wall, "cpu_ratio_vs_adam": cpu / adam_cpu,
                  "steps": steps, "block_size": args.block_size,
-                 "root_method": args.root_method}
+                 "root_method": "eigh" if name == "soap" else args.root_method}
             )
 
     report(
-        "shampoo_step_time",
+        args.output,
         rows,
         ["model", "batch_size", "optimizer", "frequency", "step_ms", "ratio_vs_adam", "cpu_ms",
          "cpu_ratio_vs_adam"],
-        plot=lambda axes, rows: plot(axes, rows, args.frequencies, args.block_size),
+        plot=lambda axes, rows: plot(axes, rows, args.block_size),
     )
 
 
