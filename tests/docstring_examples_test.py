@@ -71,7 +71,9 @@ METHOD_LEVEL = (
     "keras_matta.losses.BernoulliKLDistillation",
     "keras_matta.losses.MSEDistillation",
     "keras_matta.optimizers.Shampoo",
+    "keras_matta.optimizers.SOAP",
     "keras_matta.optimizers.matrix_inverse_root",
+    "keras_matta.reorder",
 )
 
 
