@@ -11,16 +11,19 @@ three GQA groups) it reports held-out bits per byte of:
   `--calibration` windows drawn with each seed (the spread over seeds is the spread over
   calibration samples).
 
-No training happens here: this is the starting point a healing run (MatTA with the original as
-the Teacher) would improve on.
+No training happens here: this is the starting point `pretrained_healing.py` (MatTA with the
+original as the Teacher) improves on.
 
     KERAS_BACKEND=torch OMP_NUM_THREADS=2 python benchmarks/pretrained_shrinking.py
+    python benchmarks/pretrained_shrinking.py --readme   # README table from the committed JSON
 """
 
 import argparse
 import contextlib
 import importlib.util
+import json
 import os
+import pathlib
 import sys
 import time
 
@@ -33,6 +36,11 @@ from common import report  # noqa: E402
 import keras_matta  # noqa: E402
 from keras_matta import hub  # noqa: E402
 from keras_matta.data import shakespeare  # noqa: E402
+from keras_matta.study import report as report_lib  # noqa: E402
+
+RESULTS = pathlib.Path(__file__).parent / "results"
+README_BEGIN = "<!-- pretrained shrinking: generated, do not edit -->"
+README_END = "<!-- end of pretrained shrinking -->"
 
 WIDTHS = (  # (label, FFN fraction, query heads or None for all)
     ("ffn 0.75", 0.75, None),
@@ -87,7 +95,14 @@ def main():
     parser.add_argument("--calibration", type=int, default=8, help="calibration windows")
     parser.add_argument("--evaluation", type=int, default=16, help="evaluation windows")
     parser.add_argument("--length", type=int, default=128, help="tokens per window")
+    parser.add_argument("--readme", action="store_true",
+                        help="only rewrite README.md's table from the committed JSON")
     args = parser.parse_args()
+    if args.readme:
+        readme = pathlib.Path(__file__).parent.parent / "README.md"
+        readme.write_text(report_lib.replace_readme_section(
+            readme.read_text(), markdown(), README_BEGIN, README_END))
+        return
 
     gguf = hub.GGUFFile(gguf_path(), cache=True)
     tokenizer = hub.load_gguf_tokenizer(gguf)
@@ -128,6 +143,41 @@ def main():
                                        "reorder_seconds"],
         plot=plot,
     )
+
+
+def markdown():
+    """The README table: mean ± std over calibration seeds, and the healed widths if run."""
+    shrinking = json.loads((RESULTS / "pretrained_shrinking_torch.json").read_text())["rows"]
+    healing_path = RESULTS / "pretrained_healing_torch.json"
+    healing = json.loads(healing_path.read_text())["rows"] if healing_path.exists() else []
+    original = next(r["bits_per_byte"] for r in shrinking if r["arm"] == "original")
+
+    def cell(values):
+        if not values:
+            return "–"
+        if len(values) == 1:
+            return f"{values[0]:.3f}"
+        return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+
+    columns = ["naive prefix", "reordered: activation", "reordered: taylor"]
+    if healing:
+        step = next(r for r in healing if r["stage"] == "healed")
+        columns.append(f"activation + {step['steps']} healing steps ({step['tokens']:,} tokens)")
+    lines = [f"| width | {' | '.join(columns)} |", "|---" * (len(columns) + 1) + "|"]
+    for label, _, _ in WIDTHS:
+        values = [cell([r["bits_per_byte"] for r in shrinking
+                        if r["arm"] == arm and r["width"] == label])
+                  for arm in ("naive", "activation", "taylor")]
+        if healing:
+            values.append(cell([r["bits_per_byte"] for r in healing
+                                if r["stage"] == "healed" and r["width"] == label]))
+        lines.append(f"| {label} | {' | '.join(values)} |")
+    full = f"| full (the original) | {original:.3f} | {original:.3f} | {original:.3f} |"
+    if healing:
+        full += " " + cell([r["bits_per_byte"] for r in healing
+                            if r["stage"] == "healed" and r["width"] == "full"]) + " |"
+    lines.append(full)
+    return "\n".join([README_BEGIN, *lines, README_END])
 
 
 def plot(axes, rows):
