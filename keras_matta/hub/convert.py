@@ -11,6 +11,7 @@ SUPPORTED = {
     "GPT2Backbone": "keras_matta.hub.gpt2.MatGPT2Backbone",
     "LlamaBackbone": "keras_matta.hub.llama.MatLlamaBackbone",
     "Llama3Backbone": "keras_matta.hub.llama.MatLlamaBackbone",
+    "QwenBackbone": "keras_matta.hub.llama.MatLlamaBackbone",
 }
 
 
@@ -40,8 +41,8 @@ def from_keras_hub(backbone, ta_intermediate_dim=None, ta_num_heads=None,
     or `N(0, std^2)` with `"random"`.
 
     Args:
-        backbone: a `keras_hub.models.GPT2Backbone`, `Llama3Backbone` or `LlamaBackbone`
-            (or a keras-hub CausalLM holding one).
+        backbone: a `keras_hub.models.GPT2Backbone`, `Llama3Backbone`, `LlamaBackbone` or
+            `QwenBackbone` (or a keras-hub CausalLM holding one).
         ta_intermediate_dim: the TA's FFN width, at least `backbone.intermediate_dim`.
             Defaults to the backbone's (the backbone is the TA).
         ta_num_heads: the TA's (query) heads, at least the backbone's; `None` (default)

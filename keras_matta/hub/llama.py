@@ -9,7 +9,7 @@ from keras_matta.hub.weights import Link
 
 @keras.saving.register_keras_serializable(package="keras_matta")
 class MatLlamaBackbone(MatBackbone):
-    """`keras_hub.models.Llama3Backbone` (or `LlamaBackbone`) with Mat decoder blocks.
+    """`keras_hub.models.Llama3Backbone` (or `LlamaBackbone`, `QwenBackbone`) with Mat blocks.
 
     The graph is Llama's: a token embedding, `num_layers` `MatLlamaDecoder` blocks (RMSNorm,
     rotary grouped-query attention, a SiLU-gated FFN) and a final RMSNorm. Run at FFN width `k`
@@ -32,7 +32,9 @@ class MatLlamaBackbone(MatBackbone):
             `hidden_dim // student_num_query_heads` (default: the TA's).
         nested_heads: whether whole head groups are nested. Defaults to
             `num_query_heads > student_num_query_heads`.
-        source_class: `"Llama3Backbone"` (default) or `"LlamaBackbone"`.
+        source_class: `"Llama3Backbone"` (default), `"LlamaBackbone"` or `"QwenBackbone"`
+            (Qwen 1.5 / 2: Llama's blocks with query, key and value biases; its
+            `rope_scaling_factor` is `rope_position_scaling_factor` here).
         dtype: dtype policy.
 
     Example:
@@ -55,7 +57,7 @@ class MatLlamaBackbone(MatBackbone):
         KDD 2025 (arXiv 2505.23337); Touvron et al., "Llama 2", 2023.
     """
 
-    source_classes = ("Llama3Backbone", "LlamaBackbone")
+    source_classes = ("Llama3Backbone", "LlamaBackbone", "QwenBackbone")
 
     def __init__(
         self,
@@ -113,7 +115,8 @@ class MatLlamaBackbone(MatBackbone):
                 head_dim=hidden_dim // student_num_query_heads, **rope,
                 layer_norm_epsilon=layer_norm_epsilon,
                 kernel_initializer=keras.initializers.RandomNormal(stddev=0.02),
-                dropout=dropout, nested_heads=nested_heads, dtype=dtype,
+                dropout=dropout, nested_heads=nested_heads,
+                family="qwen" if source_class == "QwenBackbone" else "llama", dtype=dtype,
                 name=f"transformer_layer_{i}",
             )
             for i in range(num_layers)
@@ -160,6 +163,11 @@ class MatLlamaBackbone(MatBackbone):
 
     def _stock_config(self, width):
         heads, kv_heads = self.transformer_layers[0].stock_heads(width)
+        if self.source_class == "QwenBackbone":
+            rope = {"rope_max_wavelength": self.rope["rope_max_wavelength"],
+                    "rope_scaling_factor": self.rope["rope_position_scaling_factor"]}
+        else:
+            rope = self.rope
         return {
             "vocabulary_size": self.vocabulary_size,
             "num_layers": self.num_layers,
@@ -167,7 +175,7 @@ class MatLlamaBackbone(MatBackbone):
             "hidden_dim": self.hidden_dim,
             "intermediate_dim": width["intermediate_dim"],
             "num_key_value_heads": kv_heads,
-            **self.rope,
+            **rope,
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "dropout": self.dropout,
             "tie_word_embeddings": self.tie_word_embeddings,
@@ -200,6 +208,19 @@ class MatLlamaBackbone(MatBackbone):
         """
         groups = backbone.num_query_heads // backbone.num_key_value_heads
         heads = ta_num_heads or backbone.num_query_heads
+        if getattr(backbone, "use_sliding_window_attention", False):
+            raise ValueError(
+                f"'{backbone.name}' uses sliding-window attention, which Mat Llama blocks do not "
+                "implement; convert a backbone with `use_sliding_window_attention=False`."
+            )
+        # Qwen names Llama's `rope_position_scaling_factor` `rope_scaling_factor`, and has no
+        # Llama 3.1 frequency adjustment.
+        scaling = getattr(backbone, "rope_scaling_factor", 1.0)
+        rope = {"rope_position_scaling_factor": getattr(
+            backbone, "rope_position_scaling_factor", scaling)}
+        for key in ("rope_frequency_adjustment_factor", "rope_low_freq_factor",
+                    "rope_high_freq_factor", "rope_pretraining_sequence_length"):
+            rope[key] = getattr(backbone, key, None)
         return cls(
             vocabulary_size=backbone.vocabulary_size,
             num_layers=backbone.num_layers,
@@ -211,11 +232,7 @@ class MatLlamaBackbone(MatBackbone):
             student_num_query_heads=backbone.num_query_heads,
             nested_heads=ta_num_heads is not None,
             rope_max_wavelength=backbone.rope_max_wavelength,
-            rope_position_scaling_factor=backbone.rope_position_scaling_factor,
-            rope_frequency_adjustment_factor=backbone.rope_frequency_adjustment_factor,
-            rope_low_freq_factor=backbone.rope_low_freq_factor,
-            rope_high_freq_factor=backbone.rope_high_freq_factor,
-            rope_pretraining_sequence_length=backbone.rope_pretraining_sequence_length,
+            **rope,
             layer_norm_epsilon=backbone.layer_norm_epsilon,
             dropout=backbone.dropout,
             tie_word_embeddings=backbone.token_embedding.tie_weights,

@@ -37,6 +37,9 @@ class MatLlamaAttention(MatLayer, keras.layers.Layer):
         kernel_initializer: initializer of the four kernels.
         dropout: dropout on the attention context, as in keras-hub.
         nested_heads: whether the number of query heads is nested. Defaults to `True`.
+        family: `"llama"` (default) or `"qwen"`: Qwen adds biases `(heads, h_d)` to the query,
+            key and value projections before the rotary embedding, and scales rotary positions
+            as keras-hub's `RotaryEmbedding(scaling_factor=rope_position_scaling_factor)`.
         **kwargs: base layer arguments.
 
     Call arguments:
@@ -76,10 +79,14 @@ class MatLlamaAttention(MatLayer, keras.layers.Layer):
         kernel_initializer="glorot_uniform",
         dropout=0.0,
         nested_heads=True,
+        family="llama",
         **kwargs,
     ):
+        from keras_hub.layers import RotaryEmbedding
         from keras_hub.src.models.llama.llama_rotary_embedding import LlamaRotaryEmbedding
 
+        if family not in ("llama", "qwen"):
+            raise ValueError(f"`family` must be 'llama' or 'qwen'; got {family!r}.")
         if num_query_heads % num_key_value_heads:
             raise ValueError(
                 f"`num_query_heads`={num_query_heads} must be a multiple of "
@@ -99,15 +106,23 @@ class MatLlamaAttention(MatLayer, keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.dropout = dropout
         self.nested_heads = nested_heads
-        self._rotary = LlamaRotaryEmbedding(
-            max_wavelength=rope_max_wavelength,
-            position_scaling_factor=rope_position_scaling_factor,
-            frequency_adjustment_factor=rope_frequency_adjustment_factor,
-            low_freq_factor=rope_low_freq_factor,
-            high_freq_factor=rope_high_freq_factor,
-            pretraining_sequence_length=rope_pretraining_sequence_length,
-            dtype=self.dtype_policy,
-        )
+        self.family = family
+        self.use_bias = family == "qwen"
+        if family == "qwen":
+            self._rotary = RotaryEmbedding(
+                max_wavelength=rope_max_wavelength, scaling_factor=rope_position_scaling_factor,
+                dtype=self.dtype_policy,
+            )
+        else:
+            self._rotary = LlamaRotaryEmbedding(
+                max_wavelength=rope_max_wavelength,
+                position_scaling_factor=rope_position_scaling_factor,
+                frequency_adjustment_factor=rope_frequency_adjustment_factor,
+                low_freq_factor=rope_low_freq_factor,
+                high_freq_factor=rope_high_freq_factor,
+                pretraining_sequence_length=rope_pretraining_sequence_length,
+                dtype=self.dtype_policy,
+            )
         self._dropout_layer = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
 
     def build(self, inputs_shape):
@@ -117,6 +132,11 @@ class MatLlamaAttention(MatLayer, keras.layers.Layer):
         self.key_kernel = self._kernel("key_kernel", (d, h_kv, h_d))
         self.value_kernel = self._kernel("value_kernel", (d, h_kv, h_d))
         self.output_kernel = self._kernel("output_kernel", (h, h_d, d))
+        if self.use_bias:
+            for part, heads in (("query", h), ("key", h_kv), ("value", h_kv)):
+                bias = self.add_weight(name=f"{part}_bias", shape=(heads, h_d),
+                                       initializer="zeros")
+                setattr(self, f"{part}_bias", bias)
 
     def _kernel(self, name, shape):
         # One instance per kernel: an unseeded initializer repeats its values on every call.
@@ -133,12 +153,17 @@ class MatLlamaAttention(MatLayer, keras.layers.Layer):
 
     def nesting(self):
         heads, kv_heads = {-2: "num_query_heads"}, {-2: "num_key_value_heads"}
-        return [
-            Nested("query_kernel", self.query_kernel, produces=heads),
-            Nested("key_kernel", self.key_kernel, produces=kv_heads),
-            Nested("value_kernel", self.value_kernel, produces=kv_heads),
-            Nested("output_kernel", self.output_kernel, consumes={-3: "num_query_heads"}),
-        ]
+        entries = []
+        for part, axes in (("query", heads), ("key", kv_heads), ("value", kv_heads)):
+            entries.append(Nested(f"{part}_kernel", getattr(self, f"{part}_kernel"),
+                                  produces=axes))
+            if self.use_bias:
+                entries.append(Nested(f"{part}_bias", getattr(self, f"{part}_bias"),
+                                      produces=axes, bias=True))
+        entries.append(
+            Nested("output_kernel", self.output_kernel, consumes={-3: "num_query_heads"})
+        )
+        return entries
 
     def coupled_dims(self):
         return {"num_key_value_heads": ("num_query_heads", self.groups)}
@@ -147,9 +172,9 @@ class MatLlamaAttention(MatLayer, keras.layers.Layer):
         h = self._active_width(width).get("num_query_heads", self.num_query_heads)
         h, sampled = split_width(h, self.num_query_heads)
         heads = {"num_query_heads": h}  # and h / g key/value heads, coupled
-        q = ops.einsum("btd,dnh->btnh", inputs, self._slice("query_kernel", heads))  # (B,T,h,h_d)
-        k = ops.einsum("btd,dnh->btnh", inputs, self._slice("key_kernel", heads))  # h_kv heads
-        v = ops.einsum("btd,dnh->btnh", inputs, self._slice("value_kernel", heads))
+        q = self._project(inputs, "query", heads)  # (B, T, h, h_d)
+        k = self._project(inputs, "key", heads)  # (B, T, h_kv, h_d)
+        v = self._project(inputs, "value", heads)
         q, k = self._rotary(q), self._rotary(k)
         k = ops.repeat(k, self.groups, axis=2)  # (B, T, h, h_d): query head i reads i // g
         v = ops.repeat(v, self.groups, axis=2)
@@ -167,6 +192,10 @@ class MatLlamaAttention(MatLayer, keras.layers.Layer):
         self._observe("output_kernel", context, -2)
         output_kernel = self._slice("output_kernel", heads)
         return ops.einsum("bqnh,nhd->bqd", context, output_kernel)  # (B, T, d)
+
+    def _project(self, inputs, part, heads):
+        y = ops.einsum("btd,dnh->btnh", inputs, self._slice(f"{part}_kernel", heads))
+        return ops.add(y, self._slice(f"{part}_bias", heads)) if self.use_bias else y
 
     def compute_output_shape(self, inputs_shape):
         return inputs_shape
@@ -193,6 +222,7 @@ class MatLlamaAttention(MatLayer, keras.layers.Layer):
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "dropout": self.dropout,
             "nested_heads": self.nested_heads,
+            "family": self.family,
         }
 
 

@@ -11,6 +11,8 @@ from keras_matta.layers import nesting as nesting_lib
 from keras_matta.layers.mat_dense import MatDense
 from keras_matta.layers.mat_layer import MatLayer
 
+FAMILIES = ("llama", "qwen")
+
 
 @keras.saving.register_keras_serializable(package="keras_matta")
 class MatLlamaDecoder(MatLayer, keras.layers.Layer):
@@ -35,6 +37,8 @@ class MatLlamaDecoder(MatLayer, keras.layers.Layer):
         kernel_initializer: initializer of every kernel.
         dropout: attention dropout rate.
         nested_heads: whether the query heads (in whole groups) are nested. Defaults to False.
+        family: `"llama"` (default) or `"qwen"`: Qwen's block is Llama's with query, key and
+            value biases, and extracts into keras-hub's `QwenTransformerDecoder`.
         **kwargs: base layer arguments.
 
     Call arguments:
@@ -77,8 +81,11 @@ class MatLlamaDecoder(MatLayer, keras.layers.Layer):
         kernel_initializer="glorot_uniform",
         dropout=0.0,
         nested_heads=False,
+        family="llama",
         **kwargs,
     ):
+        if family not in FAMILIES:
+            raise ValueError(f"`family` must be one of {FAMILIES}; got {family!r}.")
         super().__init__(**kwargs)
         self.supports_masking = True
         self.intermediate_dim = intermediate_dim
@@ -97,6 +104,7 @@ class MatLlamaDecoder(MatLayer, keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.dropout = dropout
         self.nested_heads = nested_heads
+        self.family = family
 
     def build(self, inputs_shape):
         from keras_hub.src.models.llama.llama_layernorm import LlamaLayerNorm
@@ -112,7 +120,7 @@ class MatLlamaDecoder(MatLayer, keras.layers.Layer):
         self._attention = MatLlamaAttention(
             self.num_query_heads, self.num_key_value_heads, self.head_dim, **self.rope,
             kernel_initializer=init(), dropout=self.dropout, nested_heads=self.nested_heads,
-            name=name("attention"), **common,
+            family=self.family, name=name("attention"), **common,
         )
         self._attention.build(inputs_shape)
         self._attention_dropout = keras.layers.Dropout(self.dropout, **common)
@@ -190,15 +198,13 @@ class MatLlamaDecoder(MatLayer, keras.layers.Layer):
         return None
 
     def export(self, inputs, width, padding_mask=None, training=None, **unused_call_kwargs):
-        from keras_hub.src.models.llama.llama_decoder import LlamaTransformerDecoder
-
         error = self.stock_width_error(width, inputs.shape[-1])
         if error:
             raise ValueError(f"Cannot export '{self.name}' at {width}: {error}")
         heads, kv_heads = self.stock_heads(width)
-        stock = LlamaTransformerDecoder(
+        stock = self._stock_decoder(
             intermediate_dim=width["intermediate_dim"], num_query_heads=heads,
-            num_key_value_heads=kv_heads, **self.rope, activation="silu",
+            num_key_value_heads=kv_heads, activation="silu",
             layer_norm_epsilon=self.layer_norm_epsilon,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             dropout=self.dropout, dtype=self.dtype_policy, name=self.name,
@@ -207,6 +213,18 @@ class MatLlamaDecoder(MatLayer, keras.layers.Layer):
         outputs = stock(inputs, decoder_padding_mask=padding_mask, **kwargs)
         weights_lib.slice_into_stock(self.links(stock), self.complete_width(width))
         return outputs
+
+    def _stock_decoder(self, **kwargs):
+        if self.family == "qwen":
+            from keras_hub.src.models.qwen.qwen_decoder import QwenTransformerDecoder
+
+            return QwenTransformerDecoder(
+                rope_max_wavelength=self.rope["rope_max_wavelength"],
+                rope_scaling_factor=self.rope["rope_position_scaling_factor"], **kwargs,
+            )
+        from keras_hub.src.models.llama.llama_decoder import LlamaTransformerDecoder
+
+        return LlamaTransformerDecoder(**self.rope, **kwargs)
 
     def links(self, stock):
         """`Link`s to a keras-hub `LlamaTransformerDecoder` (see `keras_matta.hub.weights`)."""
@@ -221,6 +239,10 @@ class MatLlamaDecoder(MatLayer, keras.layers.Layer):
             "ffn_gate/kernel": stock._feedforward_gate_dense.kernel,
             "ffn_up/kernel": stock._feedforward_intermediate_dense.kernel,
             "ffn_down/kernel": stock._feedforward_output_dense.kernel,
+            **({
+                f"attention/{part}_bias": getattr(attention, f"_{part}_dense").bias
+                for part in ("query", "key", "value")
+            } if self.family == "qwen" else {}),
         })
 
     def matmul_flops(self, width, input_shape):
@@ -240,6 +262,7 @@ class MatLlamaDecoder(MatLayer, keras.layers.Layer):
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "dropout": self.dropout,
             "nested_heads": self.nested_heads,
+            "family": self.family,
         }
 
 
