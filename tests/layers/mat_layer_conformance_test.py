@@ -154,9 +154,9 @@ def test_model_saved_under_another_backend_loads_here(case, tmp_path):
         """,
         backend=other_backend(),
     )
+    fresh = case.model()  # first: it imports the layer's module, which registers its class
     loaded = keras.saving.load_model(path)
     x = case.data()
-    fresh = case.model()
     fresh.set_weights(loaded.get_weights())
     for width in case.widths:
         np.testing.assert_allclose(
