@@ -15,6 +15,7 @@ from keras_matta import losses
 from keras_matta import optimizers
 from keras_matta.cost import cost
 from keras_matta.extract import extract
+from keras_matta.importance import block_importance
 from keras_matta.ladder import ladder
 from keras_matta.layers import MatDense
 from keras_matta.layers import MatLayer

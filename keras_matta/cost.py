@@ -7,6 +7,7 @@ import keras
 
 from keras_matta import graph as graph_lib
 from keras_matta import widths as widths_lib
+from keras_matta.layer_width import is_dropped
 
 
 def cost(model, widths=None, input_shape=None):
@@ -53,6 +54,8 @@ def cost(model, widths=None, input_shape=None):
     counted = set()
 
     def count(operation, *args, **kwargs):
+        if operation in resolved and is_dropped(resolved[operation]):
+            return operation.compute_output_spec(*args, **kwargs)  # a dropped block: nothing
         if operation in resolved:
             width = resolved[operation]
             first_shape = tuple(args[0].shape)

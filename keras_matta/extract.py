@@ -6,6 +6,7 @@ import keras
 
 from keras_matta import graph as graph_lib
 from keras_matta import widths as widths_lib
+from keras_matta.layer_width import is_dropped
 from keras_matta.layers.mat_layer import MatLayer
 
 
@@ -73,6 +74,8 @@ def extract(model, widths, name=None):
 
     def to_stock(operation, *args, **kwargs):
         if operation in resolved:
+            if is_dropped(resolved[operation]):  # elastic depth: the block is removed
+                return args[0]
             inputs = args[0] if len(args) == 1 else args
             return operation.export(inputs, resolved[operation], **kwargs)
         if isinstance(operation, MatLayer):

@@ -27,6 +27,7 @@ import numpy as np
 from keras import ops
 
 from keras_matta import _gradients
+from keras_matta import calibration
 from keras_matta import graph as graph_lib
 from keras_matta import widths as widths_lib
 from keras_matta.layers.mat_layer import MatLayer
@@ -253,3 +254,84 @@ def _feature_consumers(model, layers):
         for producer in sources.get(id(tensor), ()):
             skipped.setdefault(producer.name, "its output is a model output")
     return dict(consumers), skipped
+
+
+# === Blocks (elastic depth) ===
+
+
+def block_importance(model, data, batch_size=32, steps=None):
+    """How much each residual block changes the hidden state: which blocks depth can drop.
+
+    For a block with input `x` and output `y` at every position, the block influence (Men et
+    al.'s ShortGPT, the depth score of Minitron and Nemotron Elastic) is
+
+        s = mean_{b, t} ( 1 - x . y / (||x|| ||y||) ),
+
+    near 0 for a block that leaves the residual stream almost unchanged (a candidate to drop
+    with `{"depth": 0}`), larger for a block that rewrites it.
+
+    Args:
+        model: a model with droppable Mat blocks (`MatTransformerBlock`, the keras-hub Mat
+            decoders), or a `keras_matta.MatTA`.
+        data: calibration data, as `keras_matta.reorder` takes it.
+        batch_size: batch size for array data. Defaults to 32.
+        steps: the number of batches to use (default: all).
+
+    Returns:
+        `{block name: score}`, in the model's block order.
+
+    Example:
+
+    ```python
+    inputs = keras.Input((6, 16))
+    x = keras_matta.MatTransformerBlock(32, 2, name="block_0")(inputs)
+    x = keras_matta.MatTransformerBlock(32, 2, name="block_1")(x)
+    model = keras.Model(inputs, x)
+    scores = keras_matta.block_importance(model, np.random.rand(8, 6, 16).astype("float32"))
+    weakest = min(scores, key=scores.get)
+    small = keras_matta.extract(model, {weakest: {"depth": 0}})   # one block fewer
+    ```
+
+    Reference:
+        Men et al., "ShortGPT: Layers in Large Language Models are More Redundant Than You
+        Expect", 2024; Muralidharan et al., "Compact Language Models via Pruning and Knowledge
+        Distillation" (Minitron), 2024.
+    """
+    model = graph_lib.unwrap(model)
+    blocks = [layer for layer in widths_lib.mat_layers(model) if layer.droppable]
+    if not blocks:
+        raise ValueError(
+            f"Model '{model.name}' has no droppable block (MatTransformerBlock, a keras-hub Mat "
+            "decoder): there is no depth to score."
+        )
+    batches = calibration.batches(data, batch_size, steps)
+    calibration.check_batches(model, batches, needs_targets=False)
+    probes = {block: _BlockInfluence() for block in blocks}
+    for block, probe in probes.items():
+        block.__dict__.setdefault("_probes", {})["residual"] = probe
+    try:
+        for x, _, _ in batches:
+            model(x, training=False)
+    finally:
+        for block in blocks:
+            block.__dict__.pop("_probes", None)
+    return {block.name: probe.mean() for block, probe in probes.items()}
+
+
+class _BlockInfluence:
+    """Accumulates `1 - cos(x, y)` over positions for a block's `(input, output)` pair."""
+
+    def __init__(self):
+        self.total, self.count = 0.0, 0
+
+    def __call__(self, tensors, unit_axis):
+        x, y = (np.asarray(ops.convert_to_numpy(ops.cast(t, "float32")), "float64")
+                for t in tensors)
+        x, y = x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])
+        norms = np.linalg.norm(x, axis=-1) * np.linalg.norm(y, axis=-1)
+        cosine = np.sum(x * y, axis=-1) / np.maximum(norms, 1e-12)
+        self.total += float(np.sum(1.0 - cosine))
+        self.count += len(cosine)
+
+    def mean(self):
+        return self.total / max(self.count, 1)

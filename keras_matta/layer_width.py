@@ -10,19 +10,45 @@ import math
 from keras_matta._validation import is_fraction
 from keras_matta._validation import is_int
 
+# Elastic depth: `{"depth": 0}` in a residual block's spec drops the block (its output is its
+# input). Fractions and ints never drop a block; only this explicit entry does.
+DEPTH = "depth"
 
-def resolve_layer_width(layer_name, nested_dims, spec, primary=None):
+
+def is_dropped(width):
+    """Whether a resolved (or selected) width drops its block."""
+    return width.get(DEPTH, 1) == 0
+
+
+def resolve_layer_width(layer_name, nested_dims, spec, primary=None, droppable=False):
     """Resolves one layer's spec into `{dimension: width}`.
 
     Args:
         layer_name: used in error messages.
         nested_dims: `{dimension: full_size}` of the layer, primary dimension first.
-        spec: a float in (0, 1], an int, a dict `{dimension: float | int}` or `None`.
+        spec: a float in (0, 1], an int, a dict `{dimension: float | int}` or `None`; for a
+            `droppable` layer the dict may hold `"depth": 0` (drop the block) or 1 (keep it).
         primary: the dimension an int spec applies to (default: the first of `nested_dims`).
+        droppable: whether the layer is a residual block that elastic depth can drop.
 
     Returns:
-        A dict with one int per nested dimension.
+        A dict with one int per nested dimension, and `"depth": 0` for a dropped block.
     """
+    if isinstance(spec, dict) and DEPTH in spec:
+        depth = spec[DEPTH]
+        if not droppable:
+            raise ValueError(
+                f"Layer '{layer_name}' is not a residual block: it cannot be dropped "
+                f"(got {DEPTH!r}: {depth!r})."
+            )
+        if not is_int(depth) or depth not in (0, 1):
+            raise ValueError(
+                f"'{DEPTH}' of layer '{layer_name}' must be 0 (drop the block) or 1 (keep it); "
+                f"got {depth!r}."
+            )
+        rest = {dim: value for dim, value in spec.items() if dim != DEPTH}
+        width = resolve_layer_width(layer_name, nested_dims, rest or None, primary)
+        return {**width, DEPTH: 0} if depth == 0 else width
     if spec is None:
         return dict(nested_dims)
     if not nested_dims:

@@ -19,6 +19,7 @@ import keras
 
 from keras_matta._validation import is_fraction
 from keras_matta._validation import is_int
+from keras_matta.layer_width import is_dropped
 from keras_matta.layers.mat_layer import MatLayer
 
 
@@ -88,7 +89,14 @@ def resolve_widths(model, widths):
                 f"Mat layer(s) {fixed} have no nested dimension (`nested=False`); remove them "
                 "from widths."
             )
-        return {layer: layer.resolve_width(widths.get(layer.name)) for layer in layers}
+        resolved = {layer: layer.resolve_width(widths.get(layer.name)) for layer in layers}
+        droppable = [layer for layer in layers if layer.droppable]
+        if droppable and all(is_dropped(resolved[layer]) for layer in droppable):
+            raise ValueError(
+                f"`widths` drops every block of '{model.name}' ({[b.name for b in droppable]}); "
+                "keep at least one."
+            )
+        return resolved
     if widths is not None and not (is_fraction(widths) or is_int(widths)):
         raise TypeError(
             "`widths` must be a float in (0, 1], an int, a dict {layer_name: spec} or None; "

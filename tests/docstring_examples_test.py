@@ -74,6 +74,7 @@ METHOD_LEVEL = (
     "keras_matta.optimizers.SOAP",
     "keras_matta.optimizers.matrix_inverse_root",
     "keras_matta.reorder",
+    "keras_matta.block_importance",
 )
 
 

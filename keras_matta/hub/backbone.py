@@ -5,6 +5,7 @@ import keras
 from keras_matta import graph as graph_lib
 from keras_matta import widths as widths_lib
 from keras_matta.hub import weights as weights_lib
+from keras_matta.layer_width import is_dropped
 
 
 class MatBackbone(keras.Model):
@@ -82,11 +83,25 @@ class MatBackbone(keras.Model):
 
     # === Widths ===
 
-    def width_spec(self, intermediate_dim=None, num_heads=None):
-        """The spec running every block at `intermediate_dim` and `num_heads` (None: full)."""
+    def width_spec(self, intermediate_dim=None, num_heads=None, drop=()):
+        """The spec running every block at `intermediate_dim` and `num_heads` (None: full).
+
+        `drop` names blocks (or gives their indices) to remove: elastic depth, such as Gemma
+        3n's skip lists or the lowest `keras_matta.block_importance`.
+        """
+        names = [block.name for block in self.transformer_layers]
+        dropped = set()
+        for item in drop:
+            if isinstance(item, int) and 0 <= item < len(names):
+                item = names[item]
+            if item not in names:
+                raise ValueError(
+                    f"`drop` must hold block names or indices of {names}; got {item!r}."
+                )
+            dropped.add(item)
         spec = {}
         for block in self.transformer_layers:
-            dims = {}
+            dims = {"depth": 0} if block.name in dropped else {}
             if intermediate_dim is not None:
                 dims["intermediate_dim"] = intermediate_dim
             head_dim = self._heads_dimension()
@@ -113,21 +128,24 @@ class MatBackbone(keras.Model):
                 uniform width, `"<name>_mix"` for a Mix'n'Match spec).
 
         Returns:
-            An instance of the keras-hub source class (uniform widths) or a Functional
-            `keras.Model` (per-block widths), sharing no variable with this model.
+            An instance of the keras-hub source class (uniform widths, dropped blocks removed
+            and the rest renumbered) or a Functional `keras.Model` (per-block widths), sharing
+            no variable with this model.
         """
         resolved = widths_lib.resolve_widths(self, widths)
-        per_block = [resolved[block] for block in self.transformer_layers]
+        kept = [block for block in self.transformer_layers if not is_dropped(resolved[block])]
+        per_block = [resolved[block] for block in kept]
         uniform = all(width == per_block[0] for width in per_block)
-        if uniform and self._stock_width_error(self.transformer_layers[0], per_block[0]) is None:
-            return self._to_source_class(per_block[0], name)
+        if uniform and self._stock_width_error(kept[0], per_block[0]) is None:
+            return self._to_source_class(per_block[0], kept, name)
         return self._to_functional(resolved, name or f"{self.name}_mix")
 
-    def _to_source_class(self, width, name):
+    def _to_source_class(self, width, kept, name):
         kwargs = {} if name is None else {"name": name}
-        stock = self.source_class_object()(**self._stock_config(width), **kwargs)
-        block = self.transformer_layers[0]
-        weights_lib.slice_into_stock(self.source_links(stock), block.complete_width(width))
+        config = {**self._stock_config(width), "num_layers": len(kept)}
+        stock = self.source_class_object()(**config, **kwargs)
+        links = self.source_links(stock, blocks=kept)
+        weights_lib.slice_into_stock(links, kept[0].complete_width(width))
         return stock
 
     def _to_functional(self, resolved, name):
@@ -135,6 +153,8 @@ class MatBackbone(keras.Model):
 
         def to_stock(operation, *args, **kwargs):
             if operation in resolved:
+                if is_dropped(resolved[operation]):  # elastic depth: the block is removed
+                    return args[0]
                 return operation.export(args[0], resolved[operation], **kwargs)
             if not isinstance(operation, keras.layers.Layer):
                 return operation(*args, **kwargs)
@@ -155,10 +175,15 @@ class MatBackbone(keras.Model):
         outputs = graph_lib.walk(self, [inputs[t.name] for t in self.inputs], to_stock)
         return keras.Model(inputs, outputs, name=name)
 
-    def source_links(self, backbone):
-        """Every `Link` between this model and a source backbone of the Student's width."""
+    def source_links(self, backbone, blocks=None):
+        """Every `Link` between this model and a source backbone of the Student's width.
+
+        `blocks` are the Mat blocks the backbone's blocks stand for, in order (default: all;
+        fewer when elastic depth dropped some).
+        """
         links = self._embedding_links(backbone)
-        for block, stock_block in zip(self.transformer_layers, backbone.transformer_layers):
+        blocks = self.transformer_layers if blocks is None else blocks
+        for block, stock_block in zip(blocks, backbone.transformer_layers):
             links += self._block_links(block, stock_block)
         return links
 

@@ -7,6 +7,7 @@ from keras_matta._initializers import clone_initializer
 from keras_matta.hub import weights as weights_lib
 from keras_matta.hub.llama_attention import MatLlamaAttention
 from keras_matta.hub.llama_attention import check_whole_groups
+from keras_matta.layer_width import is_dropped
 from keras_matta.layers import nesting as nesting_lib
 from keras_matta.layers.mat_dense import MatDense
 from keras_matta.layers.mat_layer import MatLayer
@@ -136,6 +137,8 @@ class MatLlamaDecoder(MatLayer, keras.layers.Layer):
         self._ffn_down = dense(d, "ffn_down", nested=False)
         self._ffn_down.build(tuple(inputs_shape[:-1]) + (self.intermediate_dim,))
 
+    droppable = True
+
     def nested_dims(self):
         dims = {"intermediate_dim": self.intermediate_dim}
         if self.nested_heads:
@@ -165,6 +168,8 @@ class MatLlamaDecoder(MatLayer, keras.layers.Layer):
 
     def call(self, inputs, padding_mask=None, training=None, width=None):
         width = self._active_width(width)
+        if is_dropped(width):  # elastic depth: the residual stream passes the block untouched
+            return inputs
         mask = causal_mask(inputs, padding_mask)  # (B|1, T, T) bool
         x = self._attention_norm(inputs)
         x = self._attention(x, attention_mask=mask, training=training,
@@ -175,7 +180,9 @@ class MatLlamaDecoder(MatLayer, keras.layers.Layer):
         gate = ops.cast(ops.silu(ops.cast(self._ffn_gate(y, width=k), "float32")),
                         self.compute_dtype)  # (B, T, k)
         y = self._ffn_down(ops.multiply(self._ffn_up(y, width=k), gate))  # (B, T, d)
-        return ops.add(x, y)
+        outputs = ops.add(x, y)
+        self._observe("residual", (inputs, outputs), None)  # block importance
+        return outputs
 
     def compute_output_shape(self, inputs_shape):
         return inputs_shape

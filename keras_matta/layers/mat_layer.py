@@ -44,6 +44,8 @@ class MatLayer:
 
     # Transient call state, never serialized: set only by `WidthScope` or `_select_width`.
     _selected_width = None
+    #: whether the layer is a residual block that elastic depth can drop (`{"depth": 0}`).
+    droppable = False
 
     def nested_dims(self):
         raise NotImplementedError
@@ -95,7 +97,8 @@ class MatLayer:
 
     def resolve_width(self, spec):
         """Validates a per-layer spec and returns `{dimension: width}`."""
-        return resolve_layer_width(self.name, self.nested_dims(), spec)
+        return resolve_layer_width(self.name, self.nested_dims(), spec,
+                                   droppable=self.droppable)
 
     @property
     def selected_width(self):

@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_matta._initializers import clone_initializer
 from keras_matta._validation import is_int
+from keras_matta.layer_width import is_dropped
 from keras_matta.layers import majority as majority_lib
 from keras_matta.layers import nesting as nesting_lib
 from keras_matta.layers.mat_attention import MatMultiHeadAttention
@@ -186,6 +187,8 @@ class MatTransformerBlock(MatLayer, keras.layers.Layer):
             )
         return d_model // self.num_heads
 
+    droppable = True
+
     def nested_dims(self):
         dims = {"intermediate_dim": self.intermediate_dim}
         if self.nested_heads:
@@ -218,6 +221,8 @@ class MatTransformerBlock(MatLayer, keras.layers.Layer):
         width=None,
     ):
         width = self._active_width(width)
+        if is_dropped(width):  # elastic depth: the residual stream passes the block untouched
+            return inputs
         causal = self.causal if use_causal_mask is None else use_causal_mask
         mask = self._merge_masks(padding_mask, attention_mask)  # (B, 1|T, T) or None
         x = self._attention_norm(inputs)  # (B, T, d), keeps the Keras mask of `inputs`
@@ -232,7 +237,9 @@ class MatTransformerBlock(MatLayer, keras.layers.Layer):
         y = self._ffn_norm(x)  # (B, T, d)
         y = self._ffn_intermediate(y, width=width["intermediate_dim"])  # (B, T, k)
         y = self._ffn_output(y)  # (B, T, d): the input rows follow the width, W_out[:k, :]
-        return ops.add(x, self._ffn_dropout(y, training=training))  # (B, T, d)
+        outputs = ops.add(x, self._ffn_dropout(y, training=training))  # (B, T, d)
+        self._observe("residual", (inputs, outputs), None)  # block importance
+        return outputs
 
     def _merge_masks(self, padding_mask, attention_mask):
         # Works on eager, traced and symbolic (KerasTensor) masks: `export` uses it too.

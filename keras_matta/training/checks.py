@@ -7,6 +7,7 @@ import keras
 from keras import ops
 
 from keras_matta import widths as widths_lib
+from keras_matta.layer_width import is_dropped
 
 # Keys of a target dict carrying precomputed teacher outputs, and whether they are logits.
 TEACHER_KEYS = {"teacher_logits": True, "teacher_probabilities": False}
@@ -102,8 +103,11 @@ def check_student_widths(model, student_widths):
                 f"`student_widths[{seen[key]}]`={student_widths[seen[key]]!r}."
             )
         seen[key] = i
-        # Size: the mean fraction of the full width over every nested dimension.
-        fractions = [w[d] / layer.nested_dims()[d] for layer, w in resolved.items() for d in w]
+        # Size: the mean fraction of the full width over every nested dimension (0: dropped).
+        fractions = [
+            0.0 if is_dropped(w) else w[d] / layer.nested_dims()[d]
+            for layer, w in resolved.items() for d in layer.nested_dims()
+        ]
         specs.append(spec)
         labels.append(widths_lib.width_label(spec))
         sizes.append(sum(fractions) / max(len(fractions), 1))

@@ -5,6 +5,7 @@ import contextlib
 import keras
 
 from keras_matta import widths as widths_lib
+from keras_matta.layer_width import DEPTH
 from keras_matta.layers.sampled_width import SampledWidth
 
 
@@ -46,7 +47,8 @@ class WidthDraws:
                     continue  # no nested dimension (a `nested=False` head)
                 low = self._layers.setdefault(layer, dict(layer.nested_dims()))
                 for dim, value in width.items():
-                    low[dim] = min(low[dim], value)
+                    if dim != DEPTH:  # drawn sub-networks keep every block
+                        low[dim] = min(low[dim], value)
 
     @property
     def ranges(self):

@@ -220,3 +220,19 @@ def test_pretrained_llama_as_the_ta_reorders_whole_groups_and_keeps_its_function
     assert type(stock) is type(backbone) and stock.intermediate_dim == FFN // 2
     with keras_matta.WidthScope(ta, ta.width_spec(**width)):
         np.testing.assert_allclose(to_numpy(stock(x)), to_numpy(ta(x)), rtol=1e-4, atol=1e-4)
+
+
+def test_dropped_blocks_extract_into_a_shallower_llama(backbone):
+    ta = hub.from_keras_hub(backbone)  # the pretrained model as the TA
+    x = _inputs()
+    scores = keras_matta.block_importance(ta, x)
+    assert set(scores) == {"transformer_layer_0", "transformer_layer_1"}
+    weakest = min(scores, key=scores.get)
+    spec = ta.width_spec(intermediate_dim=FFN // 2, drop=[weakest])
+    shallow = hub.extract_backbone(ta, spec)
+    assert type(shallow) is type(backbone) and shallow.num_layers == LAYERS - 1
+    with keras_matta.WidthScope(ta, spec):
+        np.testing.assert_allclose(to_numpy(shallow(x)), to_numpy(ta(x)), atol=1e-5)
+    assert keras_matta.cost(ta, spec, input_shape=[(7,), (7,)])["params"] == shallow.count_params()
+    with pytest.raises(ValueError, match="`drop` must hold block names or indices"):
+        ta.width_spec(drop=[LAYERS])
