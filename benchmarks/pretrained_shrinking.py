@@ -11,11 +11,15 @@ three GQA groups) it reports held-out bits per byte of:
   `--calibration` windows drawn with each seed (the spread over seeds is the spread over
   calibration samples).
 
+With `--depth`, it drops whole blocks instead (elastic depth): the `k` blocks with the lowest
+`keras_matta.block_importance` on the calibration windows, against the last `k` blocks.
+
 No training happens here: this is the starting point `pretrained_healing.py` (MatTA with the
 original as the Teacher) improves on.
 
     KERAS_BACKEND=torch OMP_NUM_THREADS=2 python benchmarks/pretrained_shrinking.py
-    python benchmarks/pretrained_shrinking.py --readme   # README table from the committed JSON
+    KERAS_BACKEND=torch OMP_NUM_THREADS=2 python benchmarks/pretrained_shrinking.py --depth
+    python benchmarks/pretrained_shrinking.py --readme   # README tables from the committed JSON
 """
 
 import argparse
@@ -95,6 +99,8 @@ def main():
     parser.add_argument("--calibration", type=int, default=8, help="calibration windows")
     parser.add_argument("--evaluation", type=int, default=16, help="evaluation windows")
     parser.add_argument("--length", type=int, default=128, help="tokens per window")
+    parser.add_argument("--depth", action="store_true",
+                        help="measure dropped blocks instead of narrower FFNs")
     parser.add_argument("--readme", action="store_true",
                         help="only rewrite README.md's table from the committed JSON")
     args = parser.parse_args()
@@ -112,6 +118,8 @@ def main():
     evaluation, num_bytes = windows(tokenizer, test_text, args.length, args.evaluation,
                                     np.random.default_rng(1234))
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    if args.depth:
+        return depth(args, backbone, tokenizer, train_text, evaluation, num_bytes)
 
     rows = []
     original = hub.LogitsModel(backbone)
@@ -143,6 +151,35 @@ def main():
                                        "reorder_seconds"],
         plot=plot,
     )
+
+
+def depth(args, backbone, tokenizer, train_text, evaluation, num_bytes):
+    """Bits per byte with the `k` least important (or the last `k`) blocks dropped."""
+    ta = hub.from_keras_hub(backbone)
+    model = hub.LogitsModel(ta)
+    names = [block.name for block in ta.transformer_layers]
+    rows = []
+    for seed in range(args.seeds):
+        calibration, _ = windows(tokenizer, train_text, args.length, args.calibration,
+                                 np.random.default_rng(seed))
+        scores = keras_matta.block_importance(model, as_inputs(calibration)[0], batch_size=4)
+        ranked = sorted(names, key=scores.get)
+        for count in DROPPED_BLOCKS:
+            spec = ta.width_spec(drop=ranked[:count])
+            rows.append({"arm": "block importance", "dropped": count, "seed": seed,
+                         "blocks": ranked[:count], "scores": [scores[n] for n in names],
+                         "bits_per_byte": bits_per_byte(model, evaluation, num_bytes, spec)})
+            print(rows[-1]["arm"], count, seed, rows[-1]["bits_per_byte"], flush=True)
+    for count in DROPPED_BLOCKS:
+        spec = ta.width_spec(drop=names[-count:])
+        rows.append({"arm": "last blocks", "dropped": count, "seed": None,
+                     "blocks": names[-count:],
+                     "bits_per_byte": bits_per_byte(model, evaluation, num_bytes, spec)})
+        print(rows[-1]["arm"], count, rows[-1]["bits_per_byte"], flush=True)
+    report("pretrained_depth", rows, ["arm", "dropped", "seed", "bits_per_byte"])
+
+
+DROPPED_BLOCKS = (1, 2, 4, 8)
 
 
 def markdown():
@@ -177,7 +214,25 @@ def markdown():
         full += " " + cell([r["bits_per_byte"] for r in healing
                             if r["stage"] == "healed" and r["width"] == "full"]) + " |"
     lines.append(full)
+    depth_path = RESULTS / "pretrained_depth_torch.json"
+    if depth_path.exists():
+        lines += ["", *depth_markdown(json.loads(depth_path.read_text())["rows"], original)]
     return "\n".join([README_BEGIN, *lines, README_END])
+
+
+def depth_markdown(rows, original):
+    """Bits per byte with blocks dropped: by block importance (mean ± std) and the last ones."""
+    lines = ["| blocks dropped (of 30) | lowest block importance | the last blocks |",
+             "|---|---|---|", f"| 0 (the original) | {original:.3f} | {original:.3f} |"]
+    for count in DROPPED_BLOCKS:
+        cells = []
+        for arm in ("block importance", "last blocks"):
+            values = [r["bits_per_byte"] for r in rows if r["arm"] == arm
+                      and r["dropped"] == count]
+            cells.append(f"{np.mean(values):.3f}" + (f" ± {np.std(values):.3f}"
+                                                      if len(values) > 1 else ""))
+        lines.append(f"| {count} | {' | '.join(cells)} |")
+    return lines
 
 
 def plot(axes, rows):
