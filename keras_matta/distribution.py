@@ -19,6 +19,9 @@ import re
 import keras
 import numpy as np
 
+from keras_matta import graph as graph_lib
+from keras_matta import widths as widths_lib
+
 # === Model variables: which Mat-layer weights are split over the model axis ===
 
 # MatTransformerBlock names its sublayers "<block>_ffn_intermediate", "<block>_ffn_output" and
@@ -138,6 +141,63 @@ def matta_layout_map(
         add(pattern, "(?:query|key|value)_kernel", (None, m, None))
         add(pattern, "(?:query|key|value)_bias", (m, None))
         add(pattern, "output_kernel", (m, None, None))
+    return layout_map
+
+
+def add_nested_layouts(layout_map, model, model_axis="model"):
+    """Adds a layout for every nested variable of `model`'s Mat layers, from their declarations.
+
+    Where `matta_layout_map` matches layer names, this reads each Mat layer's nesting table
+    (`MatLayer.nesting()`): every variable with a nested axis is split over `model_axis` along
+    the units it produces (column-parallel: `W_in`, `b_in`, the query/key/value heads), or, if
+    it produces none, along the units it reads (row-parallel: `W_out`, the attention output).
+    Shared variables (norms, output biases) stay replicated. So any Mat layer, the keras-hub
+    decoders and majority kernels included, is laid out without a name pattern.
+
+    Keras assigns layouts when variables are created, by their paths: build the model once
+    (outside the distribution, or abstractly), call this, then create the model again with the
+    same layer names inside the `ModelParallel` scope.
+
+    Args:
+        layout_map: the `keras.distribution.LayoutMap` to add to (exact paths).
+        model: a built model holding Mat layers (or a `keras_matta.MatTA`).
+        model_axis: the mesh axis that splits the weights. Defaults to `"model"`.
+
+    Returns:
+        `layout_map`.
+
+    Example:
+
+    ```python
+    devices = keras.distribution.list_devices()
+    mesh = keras.distribution.DeviceMesh((1, len(devices)), ("batch", "model"), devices)
+    make = lambda: keras.Sequential([
+        keras.Input((8, 16)),
+        keras_matta.MatTransformerBlock(64, 4, nested_heads=True, name="block")], name="enc")
+    layout_map = keras_matta.distribution.add_nested_layouts(
+        keras.distribution.LayoutMap(mesh), make())
+    layout_map["enc/block/block_ffn_intermediate/kernel"].axes   # (None, "model")
+    with keras.distribution.ModelParallel(layout_map=layout_map,
+                                          batch_dim_name="batch").scope():
+        encoder = make()   # the same paths, now split
+    ```
+    """
+    if not isinstance(layout_map, keras.distribution.LayoutMap):
+        raise TypeError(
+            f"`layout_map` must be a keras.distribution.LayoutMap; got {type(layout_map).__name__}."
+        )
+    _check_axis("model_axis", model_axis, layout_map.device_mesh)
+    model = graph_lib.unwrap(model)
+    for layer in widths_lib.mat_layers(model):
+        for entry in layer.nesting():
+            if entry.split_axis is None:
+                continue
+            rank = len(entry.variable.shape)
+            axes = [None] * rank
+            axes[rank + entry.split_axis] = model_axis
+            layout_map[re.escape(entry.variable.path)] = keras.distribution.TensorLayout(
+                tuple(axes)
+            )
     return layout_map
 
 

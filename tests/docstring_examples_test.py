@@ -53,6 +53,7 @@ MODULES = (
 ONLY_ON = {
     "keras_matta.distribution.matta_layout_map": "jax",
     "keras_matta.distribution.add_shampoo_layouts": "jax",
+    "keras_matta.distribution.add_nested_layouts": "jax",
     "keras_matta.distribution.synchronize_gradients": "torch",
     "keras_matta.distribution.GradientSynchronization": "torch",
 }

@@ -59,6 +59,31 @@ def test_layout_map_defaults_cover_transformer_blocks():
     assert len(sharded) == 10  # q/k/v kernels and biases, output kernel, FFN in (2), FFN out
 
 
+def test_nested_layouts_from_the_declarations_equal_the_name_patterns():
+    layer = keras_matta.MatTransformerBlock(8, 2, name="block_0")
+    model = keras.Sequential([keras.Input((3, 4)), layer], name="enc")
+    derived = distribution_lib.add_nested_layouts(keras.distribution.LayoutMap(mesh()), model)
+    by_name = distribution_lib.matta_layout_map(mesh())
+    for variable in model.variables:
+        assert axes(derived, variable.path) == axes(by_name, variable.path), variable.path
+
+
+def test_nested_layouts_cover_majority_copies_and_mlp_heads():
+    model = keras.Sequential([
+        keras.Input((4,)),
+        keras_matta.MatDense(16, majority=3, name="hidden"),
+        keras_matta.MatDense(4, nested=False, name="logits"),
+    ], name="ta")
+    layout_map = distribution_lib.add_nested_layouts(keras.distribution.LayoutMap(mesh()), model)
+    assert axes(layout_map, "ta/hidden/kernel") == (None, None, "model")  # (copies, d, units)
+    assert axes(layout_map, "ta/hidden/bias") == ("model",)
+    assert axes(layout_map, "ta/logits/kernel") == ("model", None)  # reads the nested units
+    assert axes(layout_map, "ta/logits/bias") is None
+    with pytest.raises(ValueError, match="model_axis"):
+        distribution_lib.add_nested_layouts(keras.distribution.LayoutMap(mesh()), model,
+                                            model_axis="tensor")
+
+
 def shampoo_layouts(spread_axis=None, block_size=4, d_in=4, mesh_shape=(2, 4),
                     names=("batch", "model")):
     ta = keras.Sequential([keras.Input((d_in,)),
