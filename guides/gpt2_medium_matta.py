@@ -38,14 +38,51 @@ models and a few sentences of text instead of the presets and datasets.
 
 """
 ## Setup
+
+The first cell installs what this guide needs on a stock Colab or Kaggle image: keras_matta with
+the extras this guide uses (the backend; `[tensorflow]` for `tf.data`, which feeds every backend
+here; `[hub]` for keras-hub; `[datasets]` for TensorFlow Datasets). keras_matta is not on PyPI
+yet, so it comes from the GitHub repository these notebooks live in (set `KERAS_MATTA_SOURCE` to
+a wheel's `file://` URL or another git URL to install that instead). The TensorFlow, JAX and
+PyTorch the image already has are passed to pip at their installed versions, so their CUDA
+builds are never replaced or downgraded. The cell runs pip only on Colab or Kaggle (on Kaggle,
+turn the notebook's Internet setting on), or when `KERAS_MATTA_INSTALL=1`; anywhere else, CI
+included, it only chooses the backend and installs nothing, so it is safe to run again.
+
+Choose the backend here, before Keras is first imported: `"jax"`, `"tensorflow"` or `"torch"`.
+To switch backends after Keras has been imported, restart the runtime.
 """
 
+import contextlib
+import importlib.metadata
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
+BACKEND = os.environ["KERAS_BACKEND"]
+
+if (
+    "google.colab" in sys.modules
+    or "KAGGLE_KERNEL_RUN_TYPE" in os.environ
+    or os.environ.get("KERAS_MATTA_INSTALL") == "1"
+):
+    source = os.environ.get("KERAS_MATTA_SOURCE", "git+https://github.com/keras-matta/keras_matta")
+    keep = []  # the image's frameworks, at the versions it has: pip must leave them alone
+    for name in ("tensorflow", "jax", "jaxlib", "torch"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            keep.append(f"{name}=={importlib.metadata.version(name)}")
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    extras = f"{BACKEND},tensorflow,hub,datasets"
+    subprocess.run([*pip, f"keras-matta[{extras}] @ {source}", *keep], check=True)
+    importlib.invalidate_caches()  # so that this interpreter finds the new packages
+
+"""
+Keras reads `KERAS_BACKEND` when it is first imported, here:
+"""
+
 SMOKE = os.environ.get("KERAS_MATTA_SMOKE") == "1"
 
-import contextlib  # noqa: E402
 import tempfile  # noqa: E402
 
 import keras  # noqa: E402
@@ -59,6 +96,39 @@ from keras_matta.optimizers import Shampoo  # noqa: E402
 from keras_matta.training import MatTA  # noqa: E402
 
 keras.utils.set_random_seed(42)
+
+"""
+## Devices
+
+The devices the chosen backend found: on Colab choose a GPU or TPU under *Runtime > Change
+runtime type*, on Kaggle under *Settings > Accelerator*.
+"""
+
+if BACKEND == "jax":
+    import jax
+
+    print(jax.devices())
+elif BACKEND == "tensorflow":
+    import tensorflow as tf
+
+    print(tf.config.list_physical_devices())
+else:
+    import torch
+
+    print([torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] or "cpu")
+
+"""
+## On a GPU or TPU
+
+The full-size run is GPU work: GPT-2 Large as the Teacher (774M parameters), a TA of about 555M
+parameters around GPT-2 Medium, and the Students, for 2,000 steps of 8 sequences of 256 tokens.
+Its configuration (below) fits an A100 with 40 GB in float32; on a 16 GB T4 lower `BATCH_SIZE`
+and `SEQUENCE_LENGTH`. `keras.config.set_dtype_policy("mixed_bfloat16")` (a TPU, an A100 or
+newer) before the models are loaded roughly halves the activations' memory. The training
+computes about 4e16 floating-point operations (Teacher forward, TA and Students forward and
+backward): an estimate, not a measured run, of the order of an hour on one A100. On a TPU,
+Keras uses one core unless a `keras.distribution` is set: see the distributed training guide.
+"""
 
 """
 ## Configuration

