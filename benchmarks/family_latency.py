@@ -31,6 +31,7 @@ import json
 import os
 import sys
 import tempfile
+import warnings
 
 import keras
 import numpy as np
@@ -84,7 +85,9 @@ def litert_forward(model, x, directory):
 
     path = os.path.join(directory, "model.tflite")
     model.export(path, format="litert", verbose=False)
-    interpreter = tf.lite.Interpreter(model_path=path, num_threads=1)
+    with warnings.catch_warnings():  # tf.lite.Interpreter's deprecation notice, once per model
+        warnings.simplefilter("ignore", UserWarning)
+        interpreter = tf.lite.Interpreter(model_path=path, num_threads=1)
     (input_detail,) = interpreter.get_input_details()
     interpreter.resize_tensor_input(input_detail["index"], x.shape)
     interpreter.allocate_tensors()

@@ -117,7 +117,7 @@ def markdown():
             continue
     first = next(iter(results.values()))
     lines = ["| case | model | params | " + " | ".join(
-                 f"{backend} [95 % interval]" for backend in results) + " |",
+                 f"{backend}: wall [95 % interval] / CPU" for backend in results) + " |",
              "|---|---|---|" + "---|" * len(results)]
     for i, row in enumerate(first):
         if row["model"] == row.get("baseline"):
@@ -125,7 +125,8 @@ def markdown():
         cells = []
         for rows in results.values():
             r = rows[i]
-            cells.append(f"{r['ratio']:.3f} [{r['ratio_ci_low']:.3f}, {r['ratio_ci_high']:.3f}]")
+            cells.append(f"{r['ratio']:.2f} [{r['ratio_ci_low']:.2f}, {r['ratio_ci_high']:.2f}]"
+                         f" / {r['cpu_ratio']:.2f}")
         lines.append(f"| {row['case']} | {row['model']} vs {row['baseline']} | "
                      f"{row['params'] / 1e6:.2f}M | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -158,7 +159,7 @@ def main():
         rows.append({
             "case": case, "model": name, "baseline": baseline, "params": params,
             **ratio_summary(times, key, base),
-            "cpu_ratio": ratio_summary(times, key, base, clock="cpu")["ratio"],
+            **{f"cpu_{k}": v for k, v in ratio_summary(times, key, base, clock="cpu").items()},
             "ms": 1e3 * float(np.median(times[key]["wall"])),
             "batch": args.batch, "rounds": args.rounds, "calls": args.calls,
         })
