@@ -3,6 +3,7 @@
 import random
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_matta import distribution as distribution_lib
@@ -380,11 +381,10 @@ class MatTA(keras.Model):
 
         Widths are static Python values at trace time, so each configuration has its own
         compiled function (at most `len(WidthSampler.configurations())`, each traced on first
-        use). The step counter restarts from the optimizer's iterations at the first step of
-        every `fit`/`train_on_batch` (after `on_train_begin`, where `BackupAndRestore` restores
-        the optimizer), so a resumed run draws what the uninterrupted run drew.
+        use). The step that picks a configuration is MatTA's own counter, saved with the model
+        (`save_own_variables`), so a run resumed from a backup picks what the uninterrupted run
+        picked, without reading any trainer's state.
         """
-        self._state.next_step = None
         if self.train_function is not None and not force:
             return self.train_function
         # All made now, not on first use: under `keras.distribution` the JAX trainer reads the
@@ -396,8 +396,6 @@ class MatTA(keras.Model):
             functions[students] = self.train_function
 
         def dispatching_train_function(*args, **kwargs):
-            if self._state.next_step is None:
-                self._state.next_step = self._optimizer_iterations(args)
             students = self._sampler.sample(self._state.next_step)
             self._state.next_step += self.steps_per_execution
             # Read by `compute_loss` while this configuration's function is traced (or, when
@@ -415,20 +413,6 @@ class MatTA(keras.Model):
         )
         return self.train_function
 
-    def _optimizer_iterations(self, args):
-        """The optimizer's iterations, read when a train function is called.
-
-        On JAX `fit` has moved the variables' values into the state argument
-        `(trainable, non_trainable, optimizer, metrics)` by then.
-        """
-        iterations = self.optimizer.iterations
-        if keras.backend.backend() == "jax":
-            values = args[0][2]
-            for variable, value in zip(self.optimizer.variables, values):
-                if variable is iterations:
-                    return int(value)
-        return int(ops.convert_to_numpy(iterations))
-
     def make_test_function(self, force=False):
         if self.test_function is not None and not force:
             return self.test_function
@@ -444,16 +428,18 @@ class MatTA(keras.Model):
 
     def save_own_variables(self, store):
         super().save_own_variables(store)
+        store["train_step"] = np.asarray(self._state.next_step, "int64")
         if self._width_draws is not None:
             # Keras saves no SeedGenerator state: without it a resumed run would draw anew.
             store["width_draws"] = ops.convert_to_numpy(self._width_seeds.state)
 
     def load_own_variables(self, store):
-        if "width_draws" in store:
-            if self._width_draws is not None:
-                self._width_seeds.state.assign(store["width_draws"])
-            store = {key: store[key] for key in store.keys() if key != "width_draws"}
-        super().load_own_variables(store)
+        if "train_step" in store:  # absent from files saved before MatTA kept its own step
+            self._state.next_step = int(np.asarray(store["train_step"]))
+        if "width_draws" in store and self._width_draws is not None:
+            self._width_seeds.state.assign(store["width_draws"])
+        own = ("train_step", "width_draws")
+        super().load_own_variables({key: store[key] for key in store.keys() if key not in own})
 
     def get_config(self):
         teacher = self.teacher_source
