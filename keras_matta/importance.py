@@ -137,11 +137,9 @@ class _MeanNorm:
         self.group, self.total, self.count = group, 0.0, 0
 
     def __call__(self, tensor, unit_axis):
-        x = np.asarray(ops.convert_to_numpy(ops.cast(tensor, "float32")))
-        x = np.moveaxis(x, unit_axis, -1)  # (..., trailing, units) -> per-unit norms below
-        trailing = x.ndim + unit_axis  # axes after the unit axis are one unit's vector
-        x = np.moveaxis(x, -1, trailing)
-        norms = np.sqrt(np.sum(np.square(x), axis=tuple(range(trailing + 1, x.ndim))))
+        x = np.asarray(ops.convert_to_numpy(ops.cast(tensor, "float32")), "float64")
+        unit_vector = tuple(range(x.ndim + unit_axis + 1, x.ndim))  # e.g. a head's features
+        norms = np.sqrt(np.sum(np.square(x), axis=unit_vector))  # (..., units)
         norms = norms.reshape(-1, norms.shape[-1])  # (positions, units)
         self.total = self.total + norms.sum(axis=0)
         self.count += norms.shape[0]
