@@ -209,7 +209,7 @@ def markdown():
             values.append(cell([r["bits_per_byte"] for r in healing
                                 if r["stage"] == "healed" and r["width"] == label]))
         lines.append(f"| {label} | {' | '.join(values)} |")
-    full = f"| full (the original) | {original:.3f} | {original:.3f} | {original:.3f} |"
+    full = "| full width (untrained: the original) |" + f" {original:.3f} |" * 3
     if healing:
         full += " " + cell([r["bits_per_byte"] for r in healing
                             if r["stage"] == "healed" and r["width"] == "full"]) + " |"
