@@ -1,4 +1,5 @@
-"""Quiet native start-up logs when this package runs as a command (internal).
+"""Process settings for when this package runs as a command (internal): quiet native start-up
+logs, and XLA's CPU scheduler without the concurrency optimization on JAX.
 
 TensorFlow (Keras' TensorFlow backend; `tf.data`, TensorFlow Datasets and keras-hub on any
 backend) and XLA print C++ log lines while they load: CPU-feature and oneDNN notices, "Could not
@@ -38,6 +39,11 @@ def launched_as_command(argv=None):
     return first == "-m" or pathlib.PurePath(first).stem in SCRIPT_NAMES
 
 
+# XLA's concurrency-optimized CPU scheduler stalled multi-device collectives and concurrent
+# eigendecompositions on a 2-core machine (JAX 0.10.2); commands on JAX run without it.
+JAX_XLA_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"
+
+
 def quiet_native_logs(environ=None):
     """Sets the quiet log levels in `environ` (default `os.environ`), keeping any value set.
 
@@ -49,5 +55,18 @@ def quiet_native_logs(environ=None):
         environ.setdefault(name, value)
 
 
+def safe_jax_scheduler(environ=None):
+    """With `KERAS_BACKEND=jax`, adds `JAX_XLA_FLAG=false` to `XLA_FLAGS` unless already set.
+
+    Args:
+        environ: the mapping to update (default `os.environ`).
+    """
+    environ = os.environ if environ is None else environ
+    flags = environ.get("XLA_FLAGS", "")
+    if environ.get("KERAS_BACKEND") == "jax" and JAX_XLA_FLAG not in flags:
+        environ["XLA_FLAGS"] = f"{flags} {JAX_XLA_FLAG}=false".strip()
+
+
 if launched_as_command():
     quiet_native_logs()
+    safe_jax_scheduler()

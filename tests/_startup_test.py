@@ -27,3 +27,18 @@ def test_quiet_levels_never_override_the_user():
     environ = {"TF_CPP_MIN_LOG_LEVEL": "0"}
     _startup.quiet_native_logs(environ)
     assert environ == {"TF_CPP_MIN_LOG_LEVEL": "0"}
+
+
+@pytest.mark.parametrize("environ, expected", [
+    ({"KERAS_BACKEND": "jax"}, "--xla_cpu_enable_concurrency_optimized_scheduler=false"),
+    ({"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
+     "--xla_force_host_platform_device_count=8 "
+     "--xla_cpu_enable_concurrency_optimized_scheduler=false"),
+    ({"KERAS_BACKEND": "jax",
+      "XLA_FLAGS": "--xla_cpu_enable_concurrency_optimized_scheduler=true"},
+     "--xla_cpu_enable_concurrency_optimized_scheduler=true"),  # the user's choice stays
+    ({"KERAS_BACKEND": "tensorflow"}, None),  # TensorFlow's XLA reads XLA_FLAGS too
+])
+def test_jax_commands_run_without_the_concurrency_optimized_scheduler(environ, expected):
+    _startup.safe_jax_scheduler(environ)
+    assert environ.get("XLA_FLAGS") == expected
