@@ -91,7 +91,13 @@ class MatLayer:
 
     def _slice(self, name, width, value=None):
         """Variable `name` (or `value`, a tensor computed from it) at `width`, as declared."""
-        entry = next(entry for entry in self.nesting() if entry.name == name)
+        # Called several times per forward pass: the declaration is read once per built layer
+        # (its variables and axes do not change after `build`), not rebuilt on every call.
+        entries = self.__dict__.get("_declared_entries")
+        if entries is None:
+            entries = {entry.name: entry for entry in self.nesting()}
+            self.__dict__["_declared_entries"] = entries  # call-time cache, never serialized
+        entry = entries[name]
         value = entry.variable if value is None else value
         return nesting_lib.prefix(value, entry.axes, self.complete_width(width))
 
