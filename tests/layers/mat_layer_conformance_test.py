@@ -138,24 +138,45 @@ def test_keras_file_round_trip(case, tmp_path):
         )
 
 
-@pytest.mark.slow
-def test_model_saved_under_another_backend_loads_here(case, tmp_path):
-    path = str(tmp_path / "model.keras")
-    case_index = CASES.index(case)
+@pytest.fixture(scope="module")
+def saved_under_another_backend(tmp_path_factory):
+    """Every case's model, saved by one fresh interpreter running another backend.
+
+    One interpreter for all cases: its start-up (importing Keras, the backend and keras-hub)
+    costs more than saving the small models, and it used to be paid once per case. A case that
+    fails to save leaves its traceback in `<case>.error`, so the other cases still run.
+    """
+    folder = str(tmp_path_factory.mktemp("saved_under_another_backend"))
     here = os.path.dirname(__file__)  # this module, and tests/ for `helpers`
     run_python(
         f"""
-        import sys
+        import os, sys, traceback
         sys.path[:0] = [{here!r}, {os.path.dirname(here)!r}]
         import keras
         from mat_layer_conformance_test import CASES
-        keras.utils.set_random_seed(0)
-        CASES[{case_index}].model().save({path!r})
+        for case in CASES:
+            keras.utils.set_random_seed(0)
+            path = os.path.join({folder!r}, case.name)
+            try:
+                case.model().save(path + ".keras")
+            except BaseException:  # pytest's Skipped included: the test reports it
+                with open(path + ".error", "w") as f:
+                    f.write(traceback.format_exc())
         """,
         backend=other_backend(),
+        timeout=400,
     )
+    return folder
+
+
+@pytest.mark.slow
+def test_model_saved_under_another_backend_loads_here(case, saved_under_another_backend):
     fresh = case.model()  # first: it imports the layer's module, which registers its class
-    loaded = keras.saving.load_model(path)
+    path = os.path.join(saved_under_another_backend, case.name)
+    if os.path.exists(path + ".error"):
+        with open(path + ".error") as f:
+            pytest.fail(f"saving under {other_backend()} failed:\n{f.read()}")
+    loaded = keras.saving.load_model(path + ".keras")
     x = case.data()
     fresh.set_weights(loaded.get_weights())
     for width in case.widths:
