@@ -23,8 +23,8 @@ import time
 import keras
 
 import keras_matta
+from keras_matta import commands
 from keras_matta.data import load_task
-from keras_matta.study import commands
 from keras_matta.study import metrics as metrics_lib
 from keras_matta.study import runs
 

@@ -1,8 +1,9 @@
 """The `keras-matta` command (also `python -m keras_matta`): argument parsing only.
 
-The work is done by `keras_matta.study.demo.run_demo` and `keras_matta.study.commands`.
-Errors in the arguments or the data (a missing file, a malformed file, a width that does not
-fit the model) end with a one-line message and exit status 2, never a traceback.
+The work is done by `keras_matta.commands` (train, extract, evaluate, search) and by
+`keras_matta.study.demo.run_demo` (demo). Errors in the arguments or the data (a missing file,
+a malformed file, a width that does not fit the model) end with a one-line message and exit
+status 2, never a traceback.
 """
 
 import argparse
@@ -272,7 +273,7 @@ def _switch_backend(backend, argv):
 
 
 def _run(args):
-    from keras_matta.study import commands
+    from keras_matta import commands
 
     if args.command == "demo":
         from keras_matta.study.demo import run_demo

@@ -1,4 +1,5 @@
-"""The `keras-matta` command: help, bad input (exit 2, one line), train/extract/evaluate, demo."""
+"""The `keras-matta` command: help, bad input (exit 2, one line), demo; the other commands' runs
+are tested in tests/commands/."""
 
 import argparse
 import json
@@ -10,21 +11,12 @@ import sys
 import keras
 import numpy as np
 import pytest
+from helpers import run_cli
 
 from keras_matta import cli
 from keras_matta.study import models
 
 SUBCOMMANDS = ("demo", "train", "extract", "evaluate", "search")
-
-
-def _run_main(argv, capsys):
-    """`cli.main(argv)` in-process: `(status, stdout, stderr)`; argparse exits are caught."""
-    try:
-        status = cli.main(argv)
-    except SystemExit as exit_:
-        status = exit_.code
-    out = capsys.readouterr()
-    return status, out.out, out.err
 
 
 def _subprocess(*args, timeout=600):
@@ -36,7 +28,7 @@ def _subprocess(*args, timeout=600):
 @pytest.mark.backend_agnostic
 @pytest.mark.parametrize("command", SUBCOMMANDS)
 def test_help_lists_every_option(command, capsys):
-    status, out, _ = _run_main([command, "--help"], capsys)
+    status, out, _ = run_cli([command, "--help"], capsys)
     assert status == 0
     parser = cli.build_parser()
     subparser = parser._subparsers._group_actions[0].choices[command]
@@ -49,7 +41,7 @@ def test_help_lists_every_option(command, capsys):
 
 @pytest.mark.backend_agnostic
 def test_top_level_help_names_the_subcommands(capsys):
-    status, out, _ = _run_main(["--help"], capsys)
+    status, out, _ = run_cli(["--help"], capsys)
     assert status == 0 and all(c in out for c in SUBCOMMANDS) and "KERAS_BACKEND" in out
 
 
@@ -63,7 +55,7 @@ def test_top_level_help_names_the_subcommands(capsys):
     ["train", "--task", "digits", "--steps", "0", "--output", "t.keras"],
 ])
 def test_usage_errors_exit_2(argv, capsys):
-    status, _, err = _run_main(argv, capsys)
+    status, _, err = run_cli(argv, capsys)
     assert status == 2 and "error:" in err
 
 
@@ -78,50 +70,27 @@ def test_parse_widths():
 
 def test_library_errors_are_one_line_exit_2(tmp_path, capsys):
     missing = tmp_path / "missing.keras"
-    status, _, err = _run_main(["evaluate", "--model", str(missing), "--task", "digits"],
+    status, _, err = run_cli(["evaluate", "--model", str(missing), "--task", "digits"],
                                capsys)
     assert status == 2 and str(missing) in err and len(err.strip().splitlines()) == 1
     ta_path = tmp_path / "ta.keras"
     models.mlp_classifier(8, name="ta").save(ta_path)
-    status, _, err = _run_main(["extract", "--model", str(ta_path), "--widths", "64",
+    status, _, err = run_cli(["extract", "--model", str(ta_path), "--widths", "64",
                                 "--output", str(tmp_path / "s.keras")], capsys)
     assert status == 2 and "[1, 8]" in err and len(err.strip().splitlines()) == 1
-    status, _, err = _run_main(["extract", "--model", str(ta_path), "--widths",
+    status, _, err = run_cli(["extract", "--model", str(ta_path), "--widths",
                                 '{"hidden_9": 2}', "--output", str(tmp_path / "s.keras")],
                                capsys)
     assert status == 2 and "hidden_9" in err
     bad_data = tmp_path / "bad.npz"
     np.savez(bad_data, a=np.zeros(3))
-    status, _, err = _run_main(["evaluate", "--model", str(ta_path), "--data", str(bad_data)],
+    status, _, err = run_cli(["evaluate", "--model", str(ta_path), "--data", str(bad_data)],
                                capsys)
     assert status == 2 and "bad.npz" in err
     (tmp_path / "junk.keras").write_text("not a model")
-    status, _, err = _run_main(["evaluate", "--model", str(tmp_path / "junk.keras"),
+    status, _, err = run_cli(["evaluate", "--model", str(tmp_path / "junk.keras"),
                                 "--task", "digits"], capsys)
     assert status == 2 and "junk.keras" in err
-
-
-def test_train_extract_evaluate(tmp_path, capsys):
-    rng = np.random.default_rng(0)
-    x = rng.random((120, 6)).astype("float32")
-    y = (x[:, 0] > 0.5).astype("int32")
-    data_path = tmp_path / "toy.npz"
-    np.savez(data_path, x=x, y=y)
-    ta_path, student_path = tmp_path / "ta.keras", tmp_path / "student.keras"
-    status, out, err = _run_main(["train", "--data", str(data_path), "--quick", "--optimizer",
-                                  "adam", "--steps", "10", "--output", str(ta_path)], capsys)
-    assert status == 0, err
-    assert ta_path.is_file() and "ta: params=" in out and "student 0.25: params=" in out
-    status, out, err = _run_main(["extract", "--model", str(ta_path), "--widths", "0.25",
-                                  "--output", str(student_path)], capsys)
-    assert status == 0, err
-    student = keras.saving.load_model(student_path)
-    assert f"params={student.count_params()}" in out
-    assert not any("Mat" in type(layer).__name__ for layer in student.layers)
-    status, out, err = _run_main(["evaluate", "--model", str(student_path), "--data",
-                                  str(data_path)], capsys)
-    assert status == 0, err
-    assert "accuracy=" in out and "auc=" in out and f"params={student.count_params()}" in out
 
 
 def test_console_entry_point_exits_2_without_traceback(tmp_path):
@@ -198,42 +167,5 @@ def test_parse_budget():
      "s.keras"],                                                           # exclusive
 ])
 def test_search_usage_errors_exit_2(argv, capsys):
-    status, _, err = _run_main(argv, capsys)
+    status, _, err = run_cli(argv, capsys)
     assert status == 2 and "error:" in err
-
-
-def test_search_writes_the_front_and_extract_takes_a_point(tmp_path, capsys):
-    rng = np.random.default_rng(0)
-    x = rng.random((200, 6)).astype("float32")
-    data_path = tmp_path / "toy.npz"
-    np.savez(data_path, x=x, y=(x[:, 0] > 0.5).astype("int32"))
-    ta_path, out_dir = tmp_path / "ta.keras", tmp_path / "search"
-    models.mlp_classifier(16, input_shape=(6,), num_classes=2, name="ta").save(ta_path)
-    argv = ["search", "--model", str(ta_path), "--data", str(data_path), "--budget",
-            "params=300", "--choices", "0.25", "0.5", "1", "--output-dir", str(out_dir)]
-    status, out, err = _run_main(argv, capsys)
-    assert status == 0, err
-    front = json.loads((out_dir / "front.json").read_text())
-    assert (out_dir / "front.png").stat().st_size > 0
-    assert front["budget"] == {"params": 300} and front["objective"] == "accuracy"
-    assert front["front"] and all(p["params"] <= 300 for p in front["front"])
-    assert "Pareto front:" in out and front["front"][0]["label"] in out
-    # Run again: every measurement comes from the cache, none is added.
-    lines = (out_dir / "cache.jsonl").read_text().count("\n")
-    assert _run_main(argv, capsys)[0] == 0
-    assert (out_dir / "cache.jsonl").read_text().count("\n") == lines
-    # Extract the first point of the front: a stock model of the point's cost.
-    student_path = tmp_path / "student.keras"
-    status, out, err = _run_main(["extract", "--model", str(ta_path), "--point",
-                                  f"{out_dir / 'front.json'}:0", "--output",
-                                  str(student_path)], capsys)
-    assert status == 0, err
-    assert keras.saving.load_model(student_path).count_params() == front["front"][0]["params"]
-    # Nothing fits: one line, exit 2, before any measurement.
-    status, _, err = _run_main(argv[:-2] + ["--budget", "params=10", "--output-dir",
-                                            str(tmp_path / "none")], capsys)
-    assert status == 2 and "No width spec fits the budget" in err
-    status, _, err = _run_main(["extract", "--model", str(ta_path), "--point",
-                                f"{out_dir / 'front.json'}:99", "--output",
-                                str(student_path)], capsys)
-    assert status == 2 and "not on the front" in err

@@ -36,3 +36,15 @@ def run_python(code, backend=None, timeout=240):
     if result.returncode != 0:
         raise AssertionError(f"subprocess failed:\n{result.stdout}\n{result.stderr}")
     return result.stdout
+
+
+def run_cli(argv, capsys):
+    """`keras-matta argv` in-process: `(status, stdout, stderr)`; argparse exits are caught."""
+    from keras_matta import cli
+
+    try:
+        status = cli.main(argv)
+    except SystemExit as exit_:
+        status = exit_.code
+    out = capsys.readouterr()
+    return status, out.out, out.err

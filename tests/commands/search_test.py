@@ -1,0 +1,46 @@
+"""`keras-matta search`: the front under a budget, its cache, and `extract --point`."""
+
+import json
+
+import keras
+import numpy as np
+from helpers import run_cli
+
+from keras_matta.study import models
+
+
+def test_search_writes_the_front_and_extract_takes_a_point(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.random((200, 6)).astype("float32")
+    data_path = tmp_path / "toy.npz"
+    np.savez(data_path, x=x, y=(x[:, 0] > 0.5).astype("int32"))
+    ta_path, out_dir = tmp_path / "ta.keras", tmp_path / "search"
+    models.mlp_classifier(16, input_shape=(6,), num_classes=2, name="ta").save(ta_path)
+    argv = ["search", "--model", str(ta_path), "--data", str(data_path), "--budget",
+            "params=300", "--choices", "0.25", "0.5", "1", "--output-dir", str(out_dir)]
+    status, out, err = run_cli(argv, capsys)
+    assert status == 0, err
+    front = json.loads((out_dir / "front.json").read_text())
+    assert (out_dir / "front.png").stat().st_size > 0
+    assert front["budget"] == {"params": 300} and front["objective"] == "accuracy"
+    assert front["front"] and all(p["params"] <= 300 for p in front["front"])
+    assert "Pareto front:" in out and front["front"][0]["label"] in out
+    # Run again: every measurement comes from the cache, none is added.
+    lines = (out_dir / "cache.jsonl").read_text().count("\n")
+    assert run_cli(argv, capsys)[0] == 0
+    assert (out_dir / "cache.jsonl").read_text().count("\n") == lines
+    # Extract the first point of the front: a stock model of the point's cost.
+    student_path = tmp_path / "student.keras"
+    status, out, err = run_cli(["extract", "--model", str(ta_path), "--point",
+                                  f"{out_dir / 'front.json'}:0", "--output",
+                                  str(student_path)], capsys)
+    assert status == 0, err
+    assert keras.saving.load_model(student_path).count_params() == front["front"][0]["params"]
+    # Nothing fits: one line, exit 2, before any measurement.
+    status, _, err = run_cli(argv[:-2] + ["--budget", "params=10", "--output-dir",
+                                            str(tmp_path / "none")], capsys)
+    assert status == 2 and "No width spec fits the budget" in err
+    status, _, err = run_cli(["extract", "--model", str(ta_path), "--point",
+                                f"{out_dir / 'front.json'}:99", "--output",
+                                str(student_path)], capsys)
+    assert status == 2 and "not on the front" in err
