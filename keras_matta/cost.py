@@ -7,7 +7,6 @@ import keras
 
 from keras_matta import graph as graph_lib
 from keras_matta import widths as widths_lib
-from keras_matta.layer_width import is_dropped
 
 
 def cost(model, widths=None, input_shape=None):
@@ -53,27 +52,26 @@ def cost(model, widths=None, input_shape=None):
     totals = {"params": 0, "flops": 0}
     counted = set()
 
-    def count(operation, *args, **kwargs):
-        if operation in resolved and is_dropped(resolved[operation]):
-            return operation.compute_output_spec(*args, **kwargs)  # a dropped block: nothing
-        if operation in resolved:
-            width = resolved[operation]
-            first_shape = tuple(args[0].shape)
-            totals["params"] += operation.param_count(width, first_shape[-1])
-            totals["flops"] += operation.matmul_flops(width, first_shape)
-            saved = operation.selected_width
-            operation._select_width(width)
-            try:
-                return operation.compute_output_spec(*args, **kwargs)
-            finally:
-                operation._select_width(saved)
+    def count_mat(layer, width, *args, **kwargs):
+        first_shape = tuple(args[0].shape)
+        totals["params"] += layer.param_count(width, first_shape[-1])
+        totals["flops"] += layer.matmul_flops(width, first_shape)
+        saved = layer.selected_width
+        layer._select_width(width)
+        try:
+            return layer.compute_output_spec(*args, **kwargs)
+        finally:
+            layer._select_width(saved)
+
+    def count_stock(operation, *args, **kwargs):
         if isinstance(operation, keras.layers.Layer) and id(operation) not in counted:
             counted.add(id(operation))
             totals["params"] += operation.count_params() if operation.weights else 0
         totals["flops"] += stock_matmul_flops(operation, *args, **kwargs)
         return operation.compute_output_spec(*args, **kwargs)
 
-    graph_lib.walk(graph, inputs, count)
+    # Dropped blocks (elastic depth) are skipped by the walker, as `extract` skips them.
+    graph_lib.walk_widths(graph, inputs, resolved, count_mat, count_stock)
     return totals
 
 

@@ -6,7 +6,6 @@ import keras
 
 from keras_matta import graph as graph_lib
 from keras_matta import widths as widths_lib
-from keras_matta.layer_width import is_dropped
 from keras_matta.layers.mat_layer import MatLayer
 
 
@@ -62,6 +61,31 @@ def extract(model, widths, name=None):
     if hasattr(model, "extract_stock"):  # keras_matta.hub models: back to the keras-hub class
         return model.extract_stock(widths, name=name)
     resolved = widths_lib.resolve_widths(model, widths)
+    if name is None:
+        label = re.sub(r"\W+", "_", widths_lib.width_label(widths)).strip("_")
+        name = f"{model.name}_{label}"
+    return rebuild_stock(model, resolved, name)
+
+
+def rebuild_stock(model, resolved, name):
+    """`model`'s graph rebuilt with each Mat layer replaced by its stock export.
+
+    The one graph rebuild behind extraction: `extract` for any Functional or Sequential model,
+    and `keras_matta.hub.MatBackbone.extract_stock` for a Mix'n'Match spec that no keras-hub
+    class can hold. Each Mat layer becomes `layer.export(inputs, width)`, a block that elastic
+    depth drops is skipped, and every other layer is cloned once with a copy of its weights (a
+    layer called twice stays one shared layer).
+
+    Args:
+        model: a Functional or Sequential model whose Mat layers are each called once.
+        resolved: `{mat_layer: width}` for every Mat layer of `model`, as
+            `keras_matta.resolve_widths` returns.
+        name: name of the returned model.
+
+    Returns:
+        A Functional `keras.Model` with `model`'s inputs (a dict of inputs stays a dict) that
+        shares no variable with `model`.
+    """
     graph = graph_lib.functional_graph(model)
     for layer in resolved:
         if len(layer._inbound_nodes) > 1:
@@ -69,34 +93,32 @@ def extract(model, widths, name=None):
                 f"Mat layer '{layer.name}' is called {len(layer._inbound_nodes)} times in "
                 f"'{model.name}'; extract() supports Mat layers called once."
             )
-
     clones = {}
 
-    def to_stock(operation, *args, **kwargs):
-        if operation in resolved:
-            if is_dropped(resolved[operation]):  # elastic depth: the block is removed
-                return args[0]
-            inputs = args[0] if len(args) == 1 else args
-            return operation.export(inputs, resolved[operation], **kwargs)
-        if isinstance(operation, MatLayer):
+    def export(layer, width, *args, **kwargs):
+        return layer.export(args[0] if len(args) == 1 else args, width, **kwargs)
+
+    def clone(operation, *args, **kwargs):
+        if isinstance(operation, MatLayer):  # not in `resolved`: hidden inside another layer
             raise TypeError(
                 f"Mat layer '{operation.name}' is nested inside non-Mat layer; extract() "
                 "needs Mat layers at the top level of a Functional/Sequential graph."
             )
         if not isinstance(operation, keras.layers.Layer):
             return operation(*args, **kwargs)  # a stateless op such as keras.ops.add
-        clone = clones.get(id(operation))
-        if clone is None:
-            clone = operation.__class__.from_config(operation.get_config())
-            clones[id(operation)] = clone
-            outputs = clone(*args, **kwargs)
-            clone.set_weights(operation.get_weights())
-            return outputs
-        return clone(*args, **kwargs)
+        copy = clones.get(id(operation))
+        if copy is not None:
+            return copy(*args, **kwargs)
+        copy = clones[id(operation)] = operation.__class__.from_config(operation.get_config())
+        outputs = copy(*args, **kwargs)  # builds it, so the weights can be set
+        copy.set_weights(operation.get_weights())
+        return outputs
 
     inputs = graph_lib.input_placeholders(graph)
-    outputs = graph_lib.walk(graph, inputs, to_stock)
-    if name is None:
-        label = re.sub(r"\W+", "_", widths_lib.width_label(widths)).strip("_")
-        name = f"{model.name}_{label}"
-    return keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs, name=name)
+    outputs = graph_lib.walk_widths(graph, inputs, resolved, export, clone)
+    struct = getattr(graph, "_inputs_struct", None)
+    if isinstance(struct, dict):  # keras-hub backbones are called with a dict of inputs
+        inputs = keras.tree.pack_sequence_as(struct, inputs)
+    elif len(inputs) == 1:
+        inputs = inputs[0]
+    return keras.Model(inputs, outputs, name=name)

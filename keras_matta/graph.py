@@ -1,11 +1,13 @@
 """Walking the layer graph of a Sequential or Functional model.
 
-`extract` and `cost` both replay a model's graph node by node on new tensors; this module holds
-the one walker they share. Nested functional sub-models are inlined, so a Mat layer anywhere in
-the graph is reached.
+`extract` (and through it the Mix'n'Match extraction of `keras_matta.hub` backbones) and `cost`
+replay a model's graph node by node on new tensors; this module holds the one walker they share.
+Nested functional sub-models are inlined, so a Mat layer anywhere in the graph is reached.
 """
 
 import keras
+
+from keras_matta.layer_width import is_dropped
 
 
 def unwrap(model):
@@ -78,6 +80,36 @@ def walk(graph, inputs, call_fn):
         return call_fn(operation, *args, **kwargs)
 
     return graph._run_through_graph(inputs, call_fn=visit)
+
+
+def walk_widths(graph, inputs, resolved, mat_fn, layer_fn):
+    """Replays `graph` on `inputs` with every Mat layer at its resolved width.
+
+    A Mat layer of `resolved` is computed as `mat_fn(layer, width, *args, **kwargs)`, every
+    other operation as `layer_fn(operation, *args, **kwargs)`. A block that elastic depth drops
+    (`{"depth": 0}`) reaches neither: its input passes through, as its own `call` does, so
+    extraction and cost cannot disagree on which blocks exist.
+
+    Args:
+        graph: a Functional graph (see `functional_graph`).
+        inputs: the tensors to replay it on, one per graph input.
+        resolved: `{mat_layer: width}`, as `keras_matta.resolve_widths` returns.
+        mat_fn: computes a kept Mat layer at its width.
+        layer_fn: computes any other operation (stock layers and stateless ops).
+
+    Returns:
+        The graph's outputs computed from `inputs`.
+    """
+
+    def visit(operation, *args, **kwargs):
+        if operation not in resolved:
+            return layer_fn(operation, *args, **kwargs)
+        width = resolved[operation]
+        if is_dropped(width):
+            return args[0]
+        return mat_fn(operation, width, *args, **kwargs)
+
+    return walk(graph, inputs, visit)
 
 
 def _is_leaf(model):
