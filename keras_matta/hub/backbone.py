@@ -2,8 +2,8 @@
 
 import keras
 
-from keras_matta import graph as graph_lib
 from keras_matta import widths as widths_lib
+from keras_matta.extract import rebuild_stock
 from keras_matta.hub import weights as weights_lib
 from keras_matta.layer_width import is_dropped
 
@@ -138,7 +138,7 @@ class MatBackbone(keras.Model):
         uniform = all(width == per_block[0] for width in per_block)
         if uniform and self._stock_width_error(kept[0], per_block[0]) is None:
             return self._to_source_class(per_block[0], kept, name)
-        return self._to_functional(resolved, name or f"{self.name}_mix")
+        return rebuild_stock(self, resolved, name or f"{self.name}_mix")
 
     def _to_source_class(self, width, kept, name):
         kwargs = {} if name is None else {"name": name}
@@ -147,33 +147,6 @@ class MatBackbone(keras.Model):
         links = self.source_links(stock, blocks=kept)
         weights_lib.slice_into_stock(links, kept[0].complete_width(width))
         return stock
-
-    def _to_functional(self, resolved, name):
-        clones = {}
-
-        def to_stock(operation, *args, **kwargs):
-            if operation in resolved:
-                if is_dropped(resolved[operation]):  # elastic depth: the block is removed
-                    return args[0]
-                return operation.export(args[0], resolved[operation], **kwargs)
-            if not isinstance(operation, keras.layers.Layer):
-                return operation(*args, **kwargs)
-            clone = clones.get(id(operation))
-            if clone is None:
-                clone = clones[id(operation)] = operation.__class__.from_config(
-                    operation.get_config()
-                )
-                outputs = clone(*args, **kwargs)
-                clone.set_weights(operation.get_weights())
-                return outputs
-            return clone(*args, **kwargs)
-
-        inputs = {
-            tensor.name: keras.Input(shape=tensor.shape[1:], dtype=tensor.dtype, name=tensor.name)
-            for tensor in self.inputs
-        }
-        outputs = graph_lib.walk(self, [inputs[t.name] for t in self.inputs], to_stock)
-        return keras.Model(inputs, outputs, name=name)
 
     def source_links(self, backbone, blocks=None):
         """Every `Link` between this model and a source backbone of the Student's width.
@@ -226,27 +199,3 @@ class MatBackbone(keras.Model):
             config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
         return cls(**config)
 
-
-def extract_mat_backbone(mat_model, widths=None, name=None):
-    """`MatBackbone.extract_stock` of `mat_model`, which is first checked to be a Mat backbone.
-
-    The common end of `keras_matta.hub.extract_backbone` and `LogitsModel.extract_stock`, which
-    both take a Mat backbone (the latter as its `backbone`).
-
-    Args:
-        mat_model: the model to extract from.
-        widths: a width spec (see `MatBackbone.extract_stock`).
-        name: name of the returned model.
-
-    Returns:
-        What `MatBackbone.extract_stock` returns.
-
-    Raises:
-        TypeError: `mat_model` is not a `MatBackbone`.
-    """
-    if not isinstance(mat_model, MatBackbone):
-        raise TypeError(
-            "`mat_model` must be a Mat backbone (from `keras_matta.hub.from_keras_hub`) or a "
-            f"`keras_matta.hub.LogitsModel` around one; got {type(mat_model).__name__}."
-        )
-    return mat_model.extract_stock(widths, name=name)

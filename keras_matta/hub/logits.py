@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_matta.hub.backbone import extract_mat_backbone
+from keras_matta.extract import extract
 
 
 @keras.saving.register_keras_serializable(package="keras_matta")
@@ -72,8 +72,11 @@ class LogitsModel(keras.Model):
         self.backbone = backbone
 
     def extract_stock(self, widths=None, name=None):
-        """A `LogitsModel` around `keras_matta.hub.extract_backbone(self.backbone, widths)`."""
-        stock = extract_mat_backbone(self.backbone, widths)
+        """A `LogitsModel` around `keras_matta.extract(self.backbone, widths)`.
+
+        The hook `keras_matta.extract` dispatches to, so a logits model extracts as one.
+        """
+        stock = extract(self.backbone, widths)
         return LogitsModel(stock, name=name or f"{self.name}_{stock.name}")
 
     def get_config(self):
