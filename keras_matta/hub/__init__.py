@@ -2,7 +2,8 @@
 
 - `from_keras_hub(backbone, ta_intermediate_dim, ...)`: a Mat backbone (TA) whose nested
   Student is the pretrained GPT-2 / Llama / Llama 3 backbone;
-- `extract_backbone(mat_model, widths)`: any width back as the source keras-hub class;
+- `keras_matta.extract(mat_model, widths)`: any width back as the source keras-hub class
+  (`extract_backbone` is an alias of it);
 - `LogitsModel(backbone)`: token ids -> logits, the model MatTA trains, or a Teacher;
 - `load_gguf_llama(path)`: a llama.cpp GGUF checkpoint (e.g. SmolLM2) as a `Llama3Backbone`.
 

@@ -1,11 +1,10 @@
-"""`from_keras_hub`: grow a TA around a pretrained keras-hub backbone; `extract_backbone` back."""
+"""`from_keras_hub`: grow a TA around a pretrained keras-hub backbone; `extract` gives it back."""
 
 import numpy as np
 
 from keras_matta._validation import is_int
+from keras_matta.extract import extract
 from keras_matta.hub import weights as weights_lib
-from keras_matta.hub.backbone import extract_mat_backbone
-from keras_matta.hub.logits import LogitsModel
 
 SUPPORTED = {
     "GPT2Backbone": "keras_matta.hub.gpt2.MatGPT2Backbone",
@@ -77,7 +76,8 @@ def from_keras_hub(backbone, ta_intermediate_dim=None, ta_num_heads=None,
     # Shrinking instead: gpt2 is the TA, ordered so that its prefixes keep the best neurons.
     ta = keras_matta.hub.from_keras_hub(gpt2)
     keras_matta.reorder(ta, inputs, verbose=0)
-    half = keras_matta.hub.extract_backbone(ta, 16)     # a GPT2Backbone, 16 FFN units
+    half = keras_matta.extract(ta, 16)
+    assert isinstance(half, keras_hub.models.GPT2Backbone) and half.intermediate_dim == 16
     ```
     """
     backbone = getattr(backbone, "backbone", backbone)  # a CausalLM: its backbone
@@ -106,45 +106,32 @@ def from_keras_hub(backbone, ta_intermediate_dim=None, ta_num_heads=None,
 
 
 def extract_backbone(mat_model, widths=None, name=None):
-    """A width of a Mat backbone (or of a logits model around one) as a standalone model.
+    """Alias of `keras_matta.extract(mat_model, widths, name)`, kept for existing code.
+
+    `keras_matta.extract` is the one extraction entry point: for a Mat backbone it returns
+    the source keras-hub class at a uniform width (a Functional model for a Mix'n'Match spec),
+    for a `LogitsModel` a `LogitsModel` around that, through their `extract_stock` hook.
 
     Args:
-        mat_model: a `MatGPT2Backbone` / `MatLlamaBackbone`, or a
-            `keras_matta.hub.LogitsModel` around one.
-        widths: a width spec: an int FFN width, a fraction, a `{layer_name: spec}` dict
-            (Mix'n'Match) or `None` (the full TA). `mat_model.source_widths()` is the spec of
-            the pretrained backbone it was grown from.
+        mat_model: a Mat backbone or a `keras_matta.hub.LogitsModel` around one.
+        widths: a width spec (see `keras_matta.extract`).
         name: name of the returned model.
 
     Returns:
-        For a uniform width (every block at the same FFN width, heads of the source's size):
-        an instance of the source keras-hub class (`GPT2Backbone`, `Llama3Backbone`, ...), so
-        `GPT2CausalLM(backbone=..., preprocessor=...)`, `generate` and `save_to_preset` work.
-        For per-block widths: a Functional `keras.Model` with the same inputs and outputs
-        built from keras-hub/Keras layers of the chosen sizes. A `LogitsModel` comes back as a
-        `LogitsModel` around the extracted backbone. The result shares no variables with
-        `mat_model`.
+        What `keras_matta.extract(mat_model, widths, name=name)` returns.
 
     Example:
 
     ```python
-    import keras_hub
-
-    # Real use: gpt2 = keras_hub.models.GPT2Backbone.from_preset("gpt2_medium_en").
-    gpt2 = keras_hub.models.GPT2Backbone(vocabulary_size=50, num_layers=2, num_heads=2,
-                                         hidden_dim=16, intermediate_dim=32,
-                                         max_sequence_length=16)
-    ta = keras_matta.hub.from_keras_hub(gpt2, ta_intermediate_dim=64)
-    # ... train it with keras_matta.MatTA (see keras_matta.hub.LogitsModel), then:
-    student = keras_matta.hub.extract_backbone(ta, 48)   # a GPT2Backbone, 48 FFN units
-    student.save_to_preset("student")   # loads with GPT2Backbone.from_preset("student")
-    # With preprocessor=GPT2CausalLMPreprocessor.from_preset(...) it generates text.
-    causal_lm = keras_hub.models.GPT2CausalLM(backbone=student, preprocessor=None)
+    ta = keras_matta.hub.MatGPT2Backbone(
+        vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=64,
+        student_intermediate_dim=32, max_sequence_length=16)
+    old = keras_matta.hub.extract_backbone(ta, 32)
+    new = keras_matta.extract(ta, 32)   # the same GPT2Backbone: write this
+    assert type(old) is type(new) and old.intermediate_dim == new.intermediate_dim == 32
     ```
     """
-    if isinstance(mat_model, LogitsModel):
-        return mat_model.extract_stock(widths, name=name)
-    return extract_mat_backbone(mat_model, widths, name=name)
+    return extract(mat_model, widths, name=name)
 
 
 def _mat_class(backbone):

@@ -27,8 +27,8 @@ class MatGPT2Backbone(MatBackbone):
 
     which at the Student's `k = student_intermediate_dim`, `h = student_num_heads` is exactly
     the source `GPT2Backbone`. Build one from a pretrained backbone with
-    `keras_matta.hub.from_keras_hub`; `extract_stock(width)` (or
-    `keras_matta.hub.extract_backbone`) gives a `GPT2Backbone` back.
+    `keras_matta.hub.from_keras_hub`; `keras_matta.extract(model, width)` gives a
+    `GPT2Backbone` back.
 
     Args:
         vocabulary_size, num_layers, hidden_dim, dropout, max_sequence_length: as in
@@ -46,6 +46,8 @@ class MatGPT2Backbone(MatBackbone):
     Example:
 
     ```python
+    import keras_hub
+
     # Usually grown around a pretrained GPT-2 (the Student):
     #   gpt2 = keras_hub.models.GPT2Backbone.from_preset("gpt2_medium_en")
     #   ta = keras_matta.hub.from_keras_hub(gpt2, ta_intermediate_dim=8192)
@@ -56,7 +58,8 @@ class MatGPT2Backbone(MatBackbone):
     inputs = {"token_ids": np.random.randint(0, 50, size=(2, 8)),
               "padding_mask": np.ones((2, 8), "int32")}
     hidden = ta(inputs)                                  # (2, 8, 16), FFNs at 64 units
-    student = keras_matta.hub.extract_backbone(ta, 32)   # a keras_hub GPT2Backbone
+    student = keras_matta.extract(ta, 32)
+    assert isinstance(student, keras_hub.models.GPT2Backbone) and student.intermediate_dim == 32
     ```
 
     Reference:

@@ -20,7 +20,7 @@ class MatLlamaBackbone(MatBackbone):
 
     and at the Student's `k = student_intermediate_dim`, `h = student_num_query_heads` the model
     is exactly the source backbone. Build one with `keras_matta.hub.from_keras_hub`; extract a
-    width with `extract_stock` (or `keras_matta.hub.extract_backbone`).
+    width with `keras_matta.extract(model, width)`.
 
     Args:
         vocabulary_size, num_layers, hidden_dim, rope_*, layer_norm_epsilon, dropout,
@@ -49,7 +49,8 @@ class MatLlamaBackbone(MatBackbone):
                                             num_query_heads=4, num_key_value_heads=2,
                                             hidden_dim=16, intermediate_dim=32)
     ta = keras_matta.hub.from_keras_hub(llama, ta_intermediate_dim=64)   # a MatLlamaBackbone
-    student = keras_matta.hub.extract_backbone(ta, 48)   # a Llama3Backbone, 48 FFN units
+    student = keras_matta.extract(ta, 48)
+    assert isinstance(student, keras_hub.models.Llama3Backbone) and student.intermediate_dim == 48
     ```
 
     Reference:

@@ -109,7 +109,7 @@ def test_nested_heads_and_random_new_neurons_keep_the_student_exact(backbone, ta
 def test_extract_gives_back_the_original_gpt2_backbone(backbone, ta, ta_heads):
     x = _inputs()
     for model in (ta, ta_heads):
-        student = hub.extract_backbone(model, model.source_widths())
+        student = keras_matta.extract(model, model.source_widths())
         assert type(student) is keras_hub.models.GPT2Backbone
         config, original = student.get_config(), backbone.get_config()
         config.pop("name"), original.pop("name")
@@ -119,13 +119,13 @@ def test_extract_gives_back_the_original_gpt2_backbone(backbone, ta, ta_heads):
             np.testing.assert_array_equal(to_numpy(got), to_numpy(want))
         np.testing.assert_allclose(to_numpy(student(x)), to_numpy(backbone(x)), atol=1e-4)
     # The int spec of the issue: the backbone's own intermediate_dim.
-    student = hub.extract_backbone(ta, backbone.intermediate_dim)
+    student = keras_matta.extract(ta, backbone.intermediate_dim)
     assert student.intermediate_dim == FFN and student.count_params() == backbone.count_params()
 
 
 def test_extracted_student_generates_and_saves_to_preset(backbone, ta_heads, tmp_path):
     x = _inputs(batch=1, length=8)
-    student = hub.extract_backbone(ta_heads, ta_heads.source_widths())
+    student = keras_matta.extract(ta_heads, ta_heads.source_widths())
     causal_lm = keras_hub.models.GPT2CausalLM(backbone=student, preprocessor=None)
     causal_lm.compile(sampler="greedy")
     prompt = {"token_ids": x["token_ids"] * np.array([[1] * 3 + [0] * 5]),
@@ -143,12 +143,12 @@ def test_extracted_student_generates_and_saves_to_preset(backbone, ta_heads, tmp
 
 def test_ta_width_extracts_as_a_wider_gpt2(ta, ta_heads):
     x = _inputs()
-    wide = hub.extract_backbone(ta, None, name="wide")
+    wide = keras_matta.extract(ta, None, name="wide")
     assert type(wide) is keras_hub.models.GPT2Backbone and wide.intermediate_dim == TA_FFN
     assert wide.name == "wide"
     np.testing.assert_allclose(to_numpy(wide(x)), _run(ta, x), atol=1e-4)
     # 4 heads of size 4 in a hidden size of 8: not a GPT2Backbone, a Functional model.
-    wide_heads = hub.extract_backbone(ta_heads, None)
+    wide_heads = keras_matta.extract(ta_heads, None)
     assert not isinstance(wide_heads, keras_hub.models.GPT2Backbone)
     np.testing.assert_allclose(to_numpy(wide_heads(x)), _run(ta_heads, x), atol=1e-4)
 
@@ -157,7 +157,7 @@ def test_mix_and_match_extracts_a_functional_model(ta_heads):
     x = _inputs()
     spec = {"transformer_layer_0": 6, "transformer_layer_1": {"intermediate_dim": 16,
                                                                 "num_heads": 3}}
-    mix = hub.extract_backbone(ta_heads, spec)
+    mix = keras_matta.extract(ta_heads, spec)
     assert not isinstance(mix, keras_hub.models.GPT2Backbone)
     np.testing.assert_allclose(to_numpy(mix(x)), _run(ta_heads, x, spec), atol=1e-4)
     logits = hub.LogitsModel(mix)  # a Mix'n'Match extraction still gives logits
@@ -168,7 +168,7 @@ def test_cost_counts_the_extracted_parameters(ta, ta_heads):
     for model, spec in ((ta, {"transformer_layer_0": 6}), (ta, FFN),
                         (ta_heads, ta_heads.source_widths())):
         counted = keras_matta.cost(model, spec, input_shape=[(7,), (7,)])["params"]
-        assert counted == hub.extract_backbone(model, spec).count_params()
+        assert counted == keras_matta.extract(model, spec).count_params()
 
 
 def test_keras_round_trip(backbone, ta_heads, tmp_path):
@@ -183,19 +183,27 @@ def test_keras_round_trip(backbone, ta_heads, tmp_path):
     np.testing.assert_allclose(to_numpy(reloaded(x)), to_numpy(ta(x)), atol=1e-6)
     widths = ta.backbone.source_widths()
     np.testing.assert_allclose(_run(reloaded, x, widths), _run(ta, x, widths), atol=1e-6)
-    student = hub.extract_backbone(reloaded, widths)  # LogitsModel in, LogitsModel out
+    student = keras_matta.extract(reloaded, widths)  # LogitsModel in, LogitsModel out
     assert type(student.backbone) is keras_hub.models.GPT2Backbone
     expected = to_numpy(backbone.token_embedding(backbone(x), reverse=True))
     np.testing.assert_allclose(to_numpy(student(x)), expected, atol=1e-4)
 
 
-def test_keras_matta_extract_walks_the_mat_backbone(backbone, ta_heads):
+def test_mix_and_match_with_a_dropped_block_extracts_what_it_runs(ta_heads):
+    # One kept block at 3 heads of size 4 fits no GPT2Backbone: the Functional rebuild, which
+    # must skip the dropped block as the uniform path and `cost` do.
     x = _inputs()
-    student = keras_matta.extract(ta_heads, ta_heads.source_widths())
-    np.testing.assert_allclose(to_numpy(student(x)), to_numpy(backbone(x)), atol=1e-4)
-    if not isinstance(student, keras_hub.models.GPT2Backbone):
-        pytest.skip("keras_matta.extract does not dispatch to MatBackbone.extract_stock yet: "
-                    "the result is a Functional model of stock layers")
+    spec = {"transformer_layer_0": {"depth": 0},
+            "transformer_layer_1": {"intermediate_dim": 16, "num_heads": 3}}
+    mix = keras_matta.extract(ta_heads, spec)
+    assert not isinstance(mix, keras_hub.models.GPT2Backbone)
+    assert not [layer.name for layer in mix.layers if layer.name.startswith("transformer_layer_0")]
+    np.testing.assert_allclose(to_numpy(mix(x)), _run(ta_heads, x, spec), atol=1e-4)
+    counted = keras_matta.cost(ta_heads, spec, input_shape=[(7,), (7,)])["params"]
+    assert counted == mix.count_params()
+    # The alias kept for existing code gives the same model.
+    alias = hub.extract_backbone(ta_heads, spec)
+    np.testing.assert_array_equal(to_numpy(alias(x)), to_numpy(mix(x)))
 
 
 def test_bad_arguments_name_the_argument(backbone, ta):
@@ -210,10 +218,10 @@ def test_bad_arguments_name_the_argument(backbone, ta):
     plain = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     with pytest.raises(TypeError, match="GPT2Backbone.*Sequential"):
         hub.from_keras_hub(plain, TA_FFN)
-    with pytest.raises(TypeError, match="mat_model"):
-        hub.extract_backbone(backbone, FFN)
+    with pytest.raises(ValueError, match="no Mat layer"):  # a stock backbone
+        keras_matta.extract(backbone, FFN)
     with pytest.raises(ValueError, match="transformer_layer_0"):
-        hub.extract_backbone(ta, {"transformer_layer_0": TA_FFN + 1})
+        keras_matta.extract(ta, {"transformer_layer_0": TA_FFN + 1})
 
 
 @pytest.mark.large
@@ -231,7 +239,7 @@ def test_gpt2_medium_dimensions(tmp_path):
     expected = to_numpy(backbone(x))
     ta = hub.from_keras_hub(backbone, ta_intermediate_dim=8192)
     np.testing.assert_allclose(_run(ta, x, 4096), expected, atol=1e-4)
-    student = hub.extract_backbone(ta, 4096)
+    student = keras_matta.extract(ta, 4096)
     assert student.count_params() == backbone.count_params()
     np.testing.assert_allclose(to_numpy(student(x)), expected, atol=1e-4)
 
@@ -244,5 +252,5 @@ def test_pretrained_gpt2_as_the_ta_reorders_and_keeps_its_function(preset):
     result = keras_matta.reorder(ta, x, verbose=0)
     np.testing.assert_allclose(to_numpy(ta(x)), before, rtol=1e-4, atol=1e-4)
     assert set(result.scores["transformer_layer_1"]) == {"intermediate_dim", "num_heads"}
-    half = hub.extract_backbone(ta, FFN // 2)
+    half = keras_matta.extract(ta, FFN // 2)
     assert isinstance(half, keras_hub.models.GPT2Backbone) and half.intermediate_dim == FFN // 2

@@ -97,14 +97,14 @@ def test_gqa_widths_must_keep_whole_groups(backbone, ta):
         hub.from_keras_hub(backbone, FFN - 2)
     # 3 heads of size 2 is a valid runtime width but no keras-hub Llama (head size 12 / 3).
     with pytest.raises(ValueError, match="transformer_layer_0.*head size"):
-        hub.extract_backbone(ta, ta.width_spec(FFN, 3))
+        keras_matta.extract(ta, ta.width_spec(FFN, 3))
 
 
 @pytest.mark.parametrize("cls_name", ["Llama3Backbone", "LlamaBackbone"])
 def test_extract_gives_back_the_source_class(cls_name):
     backbone, x = _backbone(cls_name, seed=2), _inputs()
     ta = hub.from_keras_hub(backbone, TA_FFN, ta_num_heads=TA_HEADS, new_neurons="random")
-    student = hub.extract_backbone(ta, ta.source_widths())
+    student = keras_matta.extract(ta, ta.source_widths())
     assert type(student) is getattr(keras_hub.models, cls_name)
     config, original = student.get_config(), backbone.get_config()
     config.pop("name"), original.pop("name")
@@ -114,13 +114,13 @@ def test_extract_gives_back_the_source_class(cls_name):
         np.testing.assert_array_equal(to_numpy(got), to_numpy(want))
     np.testing.assert_allclose(to_numpy(student(x)), to_numpy(backbone(x)), atol=1e-4)
     with pytest.raises(ValueError, match="head size"):  # the TA: 9 heads of size 2 in 12
-        hub.extract_backbone(ta, None)
+        keras_matta.extract(ta, None)
 
 
 def test_untied_student_generates_and_saves_to_preset(tmp_path):
     backbone, x = _backbone(tie=False), _inputs(batch=1, length=8)
     ta = hub.from_keras_hub(backbone, TA_FFN, new_neurons="random")
-    student = hub.extract_backbone(ta, FFN)
+    student = keras_matta.extract(ta, FFN)
     assert not student.token_embedding.tie_weights
     causal_lm = keras_hub.models.Llama3CausalLM(backbone=student, preprocessor=None)
     causal_lm.compile(sampler="greedy")
@@ -139,11 +139,11 @@ def test_mix_and_match_extracts_and_costs_what_it_runs(ta):
     x = _inputs()
     spec = {"transformer_layer_0": {"intermediate_dim": 4, "num_query_heads": HEADS},
             "transformer_layer_1": {"intermediate_dim": 14, "num_query_heads": HEADS}}
-    mix = hub.extract_backbone(ta, spec)
+    mix = keras_matta.extract(ta, spec)
     np.testing.assert_allclose(to_numpy(mix(x)), _run(ta, x, spec), atol=1e-4)
     cost = keras_matta.cost(ta, spec, input_shape=[(7,), (7,)])
     assert cost["params"] == mix.count_params()
-    student = hub.extract_backbone(ta, ta.source_widths())
+    student = keras_matta.extract(ta, ta.source_widths())
     cost = keras_matta.cost(ta, ta.source_widths(), input_shape=[(7,), (7,)])
     assert cost["params"] == student.count_params()
     # FLOPs per block (T = 7, head size 2): Q/K/V/O projections, QK^T and AV, three FFN matmuls.
@@ -216,7 +216,7 @@ def test_pretrained_llama_as_the_ta_reorders_whole_groups_and_keeps_its_function
     assert len(block["num_query_heads"]) == KV_HEADS  # one score per group of 3 query heads
     # A uniform prefix extracts into the source class, equal to the Mat model at that width.
     width = {"intermediate_dim": FFN // 2}
-    stock = hub.extract_backbone(ta, ta.width_spec(**width))
+    stock = keras_matta.extract(ta, ta.width_spec(**width))
     assert type(stock) is type(backbone) and stock.intermediate_dim == FFN // 2
     with keras_matta.WidthScope(ta, ta.width_spec(**width)):
         np.testing.assert_allclose(to_numpy(stock(x)), to_numpy(ta(x)), rtol=1e-4, atol=1e-4)
@@ -229,7 +229,7 @@ def test_dropped_blocks_extract_into_a_shallower_llama(backbone):
     assert set(scores) == {"transformer_layer_0", "transformer_layer_1"}
     weakest = min(scores, key=scores.get)
     spec = ta.width_spec(intermediate_dim=FFN // 2, drop=[weakest])
-    shallow = hub.extract_backbone(ta, spec)
+    shallow = keras_matta.extract(ta, spec)
     assert type(shallow) is type(backbone) and shallow.num_layers == LAYERS - 1
     with keras_matta.WidthScope(ta, spec):
         np.testing.assert_allclose(to_numpy(shallow(x)), to_numpy(ta(x)), atol=1e-5)

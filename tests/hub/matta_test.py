@@ -65,7 +65,7 @@ def test_matta_trains_a_converted_gpt2_with_a_keras_hub_teacher():
     for before, after in zip(teacher_before, teacher.weights):  # the Teacher is frozen
         np.testing.assert_array_equal(before, to_numpy(after))
     # Training moved the Student: it is no longer the pretrained backbone, and it extracts.
-    extracted = hub.extract_backbone(ta, FFN)
+    extracted = keras_matta.extract(ta, FFN)
     assert type(extracted.backbone) is keras_hub.models.GPT2Backbone
     with keras_matta.WidthScope(ta, FFN):
         expected = to_numpy(ta(x))

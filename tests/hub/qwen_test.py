@@ -44,7 +44,7 @@ def test_qwen_grows_into_a_ta_whose_student_is_the_pretrained_model(preset):
     x = _inputs()
     with keras_matta.WidthScope(ta, ta.source_widths()):
         np.testing.assert_allclose(to_numpy(ta(x)), to_numpy(backbone(x)), atol=1e-5)
-    student = hub.extract_backbone(ta, ta.source_widths())
+    student = keras_matta.extract(ta, ta.source_widths())
     assert type(student) is keras_hub.models.QwenBackbone
     np.testing.assert_allclose(to_numpy(student(x)), to_numpy(backbone(x)), atol=1e-5)
 
@@ -57,7 +57,7 @@ def test_qwen_as_the_ta_reorders_and_extracts_a_smaller_qwen(preset, tmp_path):
     result = keras_matta.reorder(ta, x, verbose=0)
     np.testing.assert_allclose(to_numpy(ta(x)), before, atol=1e-4)
     assert len(result.scores["transformer_layer_0"]["num_query_heads"]) == KV_HEADS
-    half = hub.extract_backbone(ta, FFN // 2)
+    half = keras_matta.extract(ta, FFN // 2)
     assert type(half) is keras_hub.models.QwenBackbone and half.intermediate_dim == FFN // 2
     with keras_matta.WidthScope(ta, FFN // 2):
         np.testing.assert_allclose(to_numpy(half(x)), to_numpy(ta(x)), atol=1e-5)

@@ -138,7 +138,7 @@ def test_full_smollm2_student_continues_the_prompt_greedily(gguf_file, prompt_id
     ids, tokenizer = prompt_ids
     backbone = hub.load_gguf_llama(gguf_file)
     ta = hub.from_keras_hub(backbone, ta_intermediate_dim=2048, new_neurons="random")
-    student = hub.extract_backbone(ta, backbone.intermediate_dim)
+    student = keras_matta.extract(ta, backbone.intermediate_dim)
     assert type(student) is keras_hub.models.Llama3Backbone
     causal_lm = keras_hub.models.Llama3CausalLM(backbone=student, preprocessor=None)
     causal_lm.compile(sampler="greedy")
