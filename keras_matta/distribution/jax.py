@@ -1,11 +1,10 @@
-"""JAX: layouts for Shampoo's and SOAP's state, which Keras cannot derive from the variables.
+"""JAX: layouts for Shampoo's state, which Keras cannot derive from the trained variables.
 
 On JAX (the backend whose variables take layouts when they are created in Keras 3.15), an
 optimizer variable made with `add_variable_from_reference` copies its variable's layout; one
-made with `add_variable(shape=...)`, as the Kronecker-factored optimizers make their block
-statistics, is looked up by path in the distribution's `LayoutMap` and replicated without an
-entry. `add_shampoo_layouts` adds those entries. Nothing here imports `jax`: the layouts are
-plain `keras.distribution` objects.
+made with `add_variable(shape=...)`, as Shampoo makes its block statistics, is looked up by
+path in the distribution's `LayoutMap`, and replicated without an entry. `add_shampoo_layouts`
+adds those entries. Nothing here imports `jax`: layouts are plain `keras.distribution` objects.
 """
 
 import re
