@@ -145,6 +145,19 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
 
     # === Update ===
 
+    # Why Keras' private `_backend_update_step` and not a public hook: a refresh computes every
+    # variable's factors in one batched call (one solver launch: concurrent eighs deadlock XLA
+    # on CPU, see `_factor_batches`; pinned by shampoo_test's one-eigh-call test), so the step
+    # needs all gradients at once, after Keras has unscaled, clipped, accumulated and weight-
+    # decayed them, and before EMA reads the variables. This method is the only place that
+    # holds exactly those: `apply` (public) sees the raw gradients, and the updates it leads to
+    # run inside a gradient-accumulation `cond` branch with EMA right after, so work deferred
+    # past `update_step` would escape both; deferring inside `update_step` until its last call
+    # needs the number of calls, which Keras fixes privately (it drops variables without a
+    # gradient and `overwrite_with_gradient` ones). Keras calls this method on all three
+    # backends, documents it as "collective update_step that can be overridden", and its own
+    # `Nadam` overrides it for once-per-step work. `update_step` below stays a complete step of
+    # one variable for callers that use it (and for `tf.distribute`, below).
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         if _in_tf_distribute():
             # The base class all-reduces the gradients and then calls `update_step` per
