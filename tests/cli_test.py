@@ -118,6 +118,7 @@ def test_the_command_prints_no_tensorflow_startup_logs(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.runs_on("torch")
 def test_demo_quick_runs_the_real_pipeline(tmp_path):
     out_dir, cache = tmp_path / "out", tmp_path / "cache"
     args = ("demo", "--quick", "--output-dir", str(out_dir), "--cache-dir", str(cache))

@@ -8,7 +8,6 @@ embeddings on adjacent pairs), so it checks the loader's un-permutation rather t
 import importlib.util
 import os
 
-import keras
 import numpy as np
 import pytest
 from helpers import to_numpy
@@ -132,9 +131,8 @@ def test_loaded_smollm2_and_its_mat_student_match_the_numpy_reference(gguf_file,
 
 
 @pytest.mark.slow
+@pytest.mark.runs_on("jax")
 def test_full_smollm2_student_continues_the_prompt_greedily(gguf_file, prompt_ids):
-    if keras.backend.backend() != "jax":
-        pytest.skip("the full 30-layer greedy check runs on one backend (jax) to save CI time")
     ids, tokenizer = prompt_ids
     backbone = hub.load_gguf_llama(gguf_file)
     ta = hub.from_keras_hub(backbone, ta_intermediate_dim=2048, new_neurons="random")
