@@ -45,6 +45,7 @@ else, CI included, it only chooses the backend and installs nothing, so it is sa
 
 Choose the backend here, before Keras is first imported: `"jax"`, `"tensorflow"` or `"torch"`.
 To switch backends after Keras has been imported, restart the runtime.
+On JAX the cell also adds a CPU scheduling flag to `XLA_FLAGS` (the comment says why).
 """
 
 import contextlib
@@ -55,6 +56,12 @@ import sys
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 BACKEND = os.environ["KERAS_BACKEND"]
+# XLA's concurrency-optimized CPU scheduler can stall JAX's multi-device steps and eigh calls on
+# a CPU with few cores: off before JAX starts. It schedules CPU code only (GPU and TPU programs
+# are unaffected); JAX only, as TensorFlow's XLA aborts on XLA_FLAGS that its version lacks.
+if BACKEND == "jax" and "concurrency_optimized_scheduler" not in os.environ.get("XLA_FLAGS", ""):
+    flag = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
 
 if (
     "google.colab" in sys.modules
@@ -74,10 +81,13 @@ if (
 
 """
 On a machine without accelerators, XLA can split the CPU into several devices. The flag must
-be set before JAX starts; on GPUs or TPUs, leave it out and the real devices are used.
+be set before JAX starts; on GPUs or TPUs, leave it out and the real devices are used. It is
+added to the flags already there (the scheduler flag above on JAX).
 """
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    flags = os.environ.get("XLA_FLAGS", "")
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count=8".strip()
 
 import keras
 import numpy as np

@@ -37,6 +37,7 @@ else, CI included, it only chooses the backend and installs nothing, so it is sa
 
 Choose the backend here, before Keras is first imported: `"jax"`, `"tensorflow"` or `"torch"`.
 To switch backends after Keras has been imported, restart the runtime.
+On JAX the cell also adds a CPU scheduling flag to `XLA_FLAGS` (the comment says why).
 """
 
 import contextlib
@@ -47,6 +48,12 @@ import sys
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 BACKEND = os.environ["KERAS_BACKEND"]
+# XLA's concurrency-optimized CPU scheduler can stall JAX's multi-device steps and eigh calls on
+# a CPU with few cores: off before JAX starts. It schedules CPU code only (GPU and TPU programs
+# are unaffected); JAX only, as TensorFlow's XLA aborts on XLA_FLAGS that its version lacks.
+if BACKEND == "jax" and "concurrency_optimized_scheduler" not in os.environ.get("XLA_FLAGS", ""):
+    flag = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
 
 if (
     "google.colab" in sys.modules
