@@ -1,6 +1,8 @@
 import os
+import re
 import subprocess
 import sys
+import types
 
 import keras
 import pytest
@@ -8,6 +10,8 @@ import pytest
 GUIDES_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "guides")
 sys.path.insert(0, GUIDES_DIR)
 import sync_notebooks  # noqa: E402
+
+from keras_matta import _startup  # noqa: E402
 
 GUIDES = sync_notebooks.guide_paths()
 
@@ -61,3 +65,45 @@ def test_guide_runs_in_smoke_mode(path, tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def _setup_environ(path, environ):
+    """Runs a guide's code up to its first import of Keras (or of a package that imports it)
+    with `environ` as os.environ, pip faked; returns os.environ as that code leaves it."""
+    cells = sync_notebooks.notebook_for(path)["cells"]
+    code = "\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code")
+    code = code[:re.search(r"^(import|from) keras", code, re.M).start()]
+    fake_subprocess = types.SimpleNamespace(run=lambda *args, **kwargs: None)
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(environ)
+    try:
+        code = code.replace("import subprocess\n", "")
+        exec(compile(code, path, "exec"), {"subprocess": fake_subprocess})
+        return dict(os.environ)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize("path", GUIDES, ids=os.path.basename)
+def test_setup_turns_off_the_concurrent_cpu_scheduler_for_jax_only(path):
+    """Issue #19: on JAX the set-up cells add the flag to XLA_FLAGS before Keras (and JAX) is
+    imported, keeping the flags already set; other backends get no XLA flags (TensorFlow's XLA
+    aborts on flags its version lacks); a scheduler setting of the user's own is kept."""
+    flag = f"{_startup.JAX_XLA_FLAG}=false"
+    environ = _setup_environ(path, {"KERAS_BACKEND": "jax"})
+    assert flag in environ["XLA_FLAGS"].split()
+    if "host_platform_device_count" in open(path).read():  # simulated CPU devices
+        assert "--xla_force_host_platform_device_count=8" in environ["XLA_FLAGS"].split()
+    # Run again, as "run all" twice does: nothing added twice.
+    assert _setup_environ(path, environ)["XLA_FLAGS"] == environ["XLA_FLAGS"]
+    flags = _setup_environ(path, {"XLA_FLAGS": "--xla_dump_to=/tmp/x"})["XLA_FLAGS"].split()
+    assert flags[0] == "--xla_dump_to=/tmp/x" and flags.count(flag) == 1  # jax is the default
+    own = f"{_startup.JAX_XLA_FLAG}=true"
+    assert flag not in _setup_environ(path, {"KERAS_BACKEND": "jax", "XLA_FLAGS": own})[
+        "XLA_FLAGS"]
+    for backend in ("tensorflow", "torch"):
+        flags = _setup_environ(path, {"KERAS_BACKEND": backend}).get("XLA_FLAGS", "")
+        assert "scheduler" not in flags
