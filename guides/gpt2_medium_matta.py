@@ -391,19 +391,19 @@ print(f"{'model':36s} {'params':>14s} {'last-word acc':>14s}")
 print(f"{'GPT-2 Medium (original)':36s} {gpt2_medium.count_params():>14,} "
       f"{original_accuracy:>14.3f}")
 for label, widths in family.items():
-    params = hub.extract_backbone(ta_backbone, widths).count_params()
+    params = keras_matta.extract(ta_backbone, widths).count_params()
     accuracy = last_word_accuracy(ta, widths, eval_inputs, eval_targets)
     print(f"{label:36s} {params:>14,} {accuracy:>14.3f}")
 
 """
 ## Extracting and serving the Student
 
-`extract_backbone` slices the trained kernels into a standard `GPT2Backbone` of GPT-2 Medium's
+`keras_matta.extract` slices the trained kernels into a standard `GPT2Backbone` of GPT-2 Medium's
 shape: it works with `GPT2CausalLM`, its samplers, `generate` and `save_to_preset`, and carries
 no trace of keras_matta.
 """
 
-student = hub.extract_backbone(ta_backbone, STUDENT_FFN, name="gpt2_medium_matta")
+student = keras_matta.extract(ta_backbone, STUDENT_FFN, name="gpt2_medium_matta")
 assert type(student) is keras_hub.models.GPT2Backbone
 assert student.count_params() == gpt2_medium.count_params()
 causal_lm = keras_hub.models.GPT2CausalLM(backbone=student, preprocessor=preprocessor)

@@ -2,8 +2,7 @@
 
 - `from_keras_hub(backbone, ta_intermediate_dim, ...)`: a Mat backbone (TA) whose nested
   Student is the pretrained GPT-2 / Llama / Llama 3 backbone;
-- `keras_matta.extract(mat_model, widths)`: any width back as the source keras-hub class
-  (`extract_backbone` is an alias of it);
+- `keras_matta.extract(mat_model, widths)`: any width back as the source keras-hub class;
 - `LogitsModel(backbone)`: token ids -> logits, the model MatTA trains, or a Teacher;
 - `load_gguf_llama(path)`: a llama.cpp GGUF checkpoint (e.g. SmolLM2) as a `Llama3Backbone`.
 
@@ -11,7 +10,6 @@ Importing this package imports keras-hub (and with it TensorFlow).
 """
 
 from keras_matta.hub.backbone import MatBackbone
-from keras_matta.hub.convert import extract_backbone
 from keras_matta.hub.convert import from_keras_hub
 from keras_matta.hub.gguf_loader import GGUFFile
 from keras_matta.hub.gguf_loader import load_gguf_llama

@@ -3,7 +3,6 @@
 import numpy as np
 
 from keras_matta._validation import is_int
-from keras_matta.extract import extract
 from keras_matta.hub import weights as weights_lib
 
 SUPPORTED = {
@@ -103,35 +102,6 @@ def from_keras_hub(backbone, ta_intermediate_dim=None, ta_num_heads=None,
     weights_lib.widen_from_stock(mat.source_links(backbone), new_neurons,
                                  np.random.default_rng(seed))
     return mat
-
-
-def extract_backbone(mat_model, widths=None, name=None):
-    """Alias of `keras_matta.extract(mat_model, widths, name)`, kept for existing code.
-
-    `keras_matta.extract` is the one extraction entry point: for a Mat backbone it returns
-    the source keras-hub class at a uniform width (a Functional model for a Mix'n'Match spec),
-    for a `LogitsModel` a `LogitsModel` around that, through their `extract_stock` hook.
-
-    Args:
-        mat_model: a Mat backbone or a `keras_matta.hub.LogitsModel` around one.
-        widths: a width spec (see `keras_matta.extract`).
-        name: name of the returned model.
-
-    Returns:
-        What `keras_matta.extract(mat_model, widths, name=name)` returns.
-
-    Example:
-
-    ```python
-    ta = keras_matta.hub.MatGPT2Backbone(
-        vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=64,
-        student_intermediate_dim=32, max_sequence_length=16)
-    old = keras_matta.hub.extract_backbone(ta, 32)
-    new = keras_matta.extract(ta, 32)   # the same GPT2Backbone: write this
-    assert type(old) is type(new) and old.intermediate_dim == new.intermediate_dim == 32
-    ```
-    """
-    return extract(mat_model, widths, name=name)
 
 
 def _mat_class(backbone):
