@@ -185,23 +185,39 @@ def test_model_saved_under_another_backend_loads_here(case, saved_under_another_
         )
 
 
+def widths_to_compile(case, jit_compile):
+    """The widths a compiled predict is checked at: every one, where tracing is cheap.
+
+    torch.compile traces Keras' whole predict step again for every width (tens of seconds for a
+    transformer block on one core) and JAX without jit runs op by op; there one nested width
+    proves the sliced path runs compiled, and the width-change tests (e.g. `mat_dense_test`)
+    prove a compiled step is never reused at another width.
+    """
+    backend = keras.backend.backend()
+    if not ((backend == "torch" and jit_compile) or (backend == "jax" and not jit_compile)):
+        return case.widths
+    return [next((width for width in case.widths if width is not None), None)]
+
+
 @pytest.mark.parametrize("jit_compile", [False, True])
-def test_compiled_predict_and_fit_at_every_width(case, jit_compile):
+def test_compiled_predict_and_fit(case, jit_compile):
     model = case.model()
     x = case.data(batch=4)
-    for width in case.widths:
+    widths = widths_to_compile(case, jit_compile)
+    for width in widths:
         expected = outputs_at(model, x, width)
         with keras_matta.WidthScope(model, spec_for(model, width)):
             model.compile(optimizer="sgd", loss="mse", jit_compile=jit_compile)
             np.testing.assert_allclose(
                 model.predict(x, verbose=0), expected, atol=1e-5, rtol=1e-5
             )
-    # Training at the last (narrowest) width lowers its (deterministic, inference-mode) loss.
-    target = np.zeros_like(expected)
-    with keras_matta.WidthScope(model, spec_for(model, case.widths[-1])):
-        before = model.evaluate(x, target, verbose=0)
-        model.fit(x, target, epochs=3, batch_size=4, verbose=0)
-        assert model.evaluate(x, target, verbose=0) < before
+    # Training at the last width lowers its inference-mode loss (majority layers train on random
+    # copies, so the logged training loss is not comparable). The compiled predict of that width
+    # measures it, so no compiled `evaluate` is traced (on torch: one more trace of the step).
+    with keras_matta.WidthScope(model, spec_for(model, widths[-1])):
+        model.fit(x, np.zeros_like(expected), epochs=3, batch_size=4, verbose=0)
+        after = model.predict(x, verbose=0)
+    assert np.mean(after**2) < np.mean(expected**2)
 
 
 def test_mixed_bfloat16(case):
