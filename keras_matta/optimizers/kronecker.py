@@ -6,8 +6,10 @@ the statistics `L = sum beta^k G G^T` and `R = sum beta^k G^T G`, and every
 inverse 4th root, SOAP's eigenbasis. Everything about that, computing all factors of a step in a
 few batched calls, refreshing only at scheduled steps (staged under `jit`, a Python branch
 eagerly), restarting non-finite statistics and keeping the previous factor where a new one
-fails, lives here once. A subclass supplies the factor (`_factors`, `_pad_statistics`) and the
-per-variable update (`_step_scalars`, `_update_variable`).
+fails, lives here once, and so do what both keep besides: a first moment of every variable
+(`beta1`), a place for a second moment, and the arguments that every Keras optimizer takes. A
+subclass supplies the factor (`_factors`, `_pad_statistics`) and the per-variable update
+(`_step_scalars`, `_update_variable`).
 """
 
 import re
@@ -31,12 +33,23 @@ class Schedule(NamedTuple):
     refreshes: Any  # this step recomputes the factors
 
 
+class StepScalars(NamedTuple):
+    """The scalars of one step, shared by every variable's update."""
+
+    schedule: Schedule
+    momentum_weight: Any  # m_hat = momentum_weight * m_t (+ gradient_weight * g_t)
+    second_moment_scale: Any  # see grafting.second_moment_scale
+    gradient_weight: Any = None  # Shampoo's Nesterov momentum; None: m_hat without g_t
+
+
 class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
     """Base class of `Shampoo` and `SOAP` (not public: see their docstrings for the math).
 
-    `statistics_decay` is the `beta` of `S <- beta S + (1 - beta) gram` (`1`: plain sums).
-    The other arguments are documented by the subclasses, which validate their own ones
-    before calling this `__init__`.
+    `beta1` is the decay of the first moment `m <- beta1 m + (1 - beta1) g` that both keep of
+    every variable; `statistics_decay` is the `beta` of `S <- beta S + (1 - beta) gram` (`1`:
+    plain sums). The other arguments are documented by the subclasses, which validate their own
+    ones before calling this `__init__`; the standard `keras.optimizers.Optimizer` arguments
+    (`weight_decay`, `clipnorm`, ..., `name`) pass through `**kwargs`.
     """
 
     # The factor's name in its optimizer variables' names (`<variable>_left_<name>`), which
@@ -49,6 +62,7 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
     def __init__(
         self,
         learning_rate,
+        beta1,
         statistics_decay,
         block_size,
         precondition_frequency,
@@ -56,8 +70,12 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
         max_preconditioner_dim,
         exclude_embeddings,
         exclude_layers,
+        weight_decay=None,
         **kwargs,
     ):
+        check_number("beta1", beta1, "[0, 1)")
+        if weight_decay is not None:
+            check_number("weight_decay", weight_decay, "[0, inf)")
         for arg, value in (
             ("block_size", block_size),
             ("precondition_frequency", precondition_frequency),
@@ -78,7 +96,8 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
                 "`exclude_layers` must be a list of regular-expression strings or None; "
                 f"got exclude_layers={exclude_layers!r}."
             )
-        super().__init__(learning_rate=learning_rate, **kwargs)
+        super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, **kwargs)
+        self.beta1 = float(beta1)
         self.block_size = int(block_size)
         self.precondition_frequency = int(precondition_frequency)
         self.start_preconditioning_step = int(start_preconditioning_step)
@@ -105,6 +124,8 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
             return
         super().build(var_list)
         count = len(var_list)
+        self._momentums = [None] * count
+        self._second_moments = [None] * count  # where a subclass keeps one
         self._layouts = [None] * count
         self._left_statistics, self._right_statistics = [None] * count, [None] * count
         self._left_factors, self._right_factors = [None] * count, [None] * count
@@ -112,6 +133,7 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
             if self._overwrite_variable_with_gradient(var):
                 continue
             index = self._get_variable_index(var)
+            self._momentums[index] = self._add_state(var, var.shape, "momentum")
             self._build_variable_state(var, index)
             layout = self.block_layout(var)
             if layout is None:
@@ -129,7 +151,7 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
             self._build_block_state(var, index, layout)
 
     def _build_variable_state(self, variable, index):
-        """Subclass hook: state every variable has (momentum, ...)."""
+        """Subclass hook: state every variable has besides its momentum (a second moment)."""
 
     def _build_block_state(self, variable, index, layout):
         """Subclass hook: state only preconditioned variables have."""
@@ -184,8 +206,15 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
         if not self.FACTORS_SEE_THE_STEP_GRADIENT:
             self._update_statistics(gradients, variables, scalars.schedule)
 
+    def _update_momentum(self, gradient, index):
+        """Assigns and returns the first moment `m_t = beta1 m_{t-1} + (1 - beta1) g_t`."""
+        momentum = self._momentums[index]
+        new_momentum = momentum + (1.0 - self.beta1) * (gradient - momentum)
+        self.assign(momentum, new_momentum)
+        return new_momentum
+
     def _step_scalars(self, learning_rate):
-        """Subclass hook: the step's shared scalars, with `schedule()`'s result as `.schedule`.
+        """Subclass hook: the step's shared scalars, a `StepScalars`.
 
         In eager execution each `keras.ops` call costs a dispatch: the step's scalars are
         computed once, not per variable.
@@ -304,6 +333,7 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
         config = super().get_config()
         config.update(
             {
+                "beta1": self.beta1,
                 "block_size": self.block_size,
                 "precondition_frequency": self.precondition_frequency,
                 "start_preconditioning_step": self.start_preconditioning_step,

@@ -1,13 +1,11 @@
 """Shampoo: a block-diagonal Kronecker-factored preconditioner, grafted onto a simple optimizer."""
 
-from typing import Any
-from typing import NamedTuple
-
 import keras
 from keras import ops
 
 from keras_matta.optimizers import grafting as grafting_lib
 from keras_matta.optimizers.kronecker import KroneckerFactoredOptimizer
+from keras_matta.optimizers.kronecker import StepScalars
 from keras_matta.optimizers.kronecker import block_squared_norms
 from keras_matta.optimizers.kronecker import check_number
 from keras_matta.optimizers.kronecker import concrete
@@ -146,28 +144,15 @@ class Shampoo(KroneckerFactoredOptimizer):
         root_method="eigh",
         exclude_embeddings=True,
         exclude_layers=None,
-        weight_decay=None,
-        clipnorm=None,
-        clipvalue=None,
-        global_clipnorm=None,
-        use_ema=False,
-        ema_momentum=0.99,
-        ema_overwrite_frequency=None,
-        loss_scale_factor=None,
-        gradient_accumulation_steps=None,
-        name=None,
         **kwargs,
     ):
         # === Validation, before any work (the base class checks the arguments it shares) ===
         numbers = [
-            ("beta1", beta1, "[0, 1)"),
             ("beta2", beta2, "(0, 1]"),
             ("epsilon", epsilon, "[0, inf)"),
             ("grafting_beta2", grafting_beta2, "(0, 1)"),
             ("grafting_epsilon", grafting_epsilon, "(0, inf)"),
         ]
-        if weight_decay is not None:
-            numbers.append(("weight_decay", weight_decay, "[0, inf)"))
         for arg, value, interval in numbers:
             check_number(arg, value, interval)
         for arg, value, allowed in (
@@ -181,6 +166,7 @@ class Shampoo(KroneckerFactoredOptimizer):
 
         super().__init__(
             learning_rate=learning_rate,
+            beta1=beta1,
             statistics_decay=beta2,
             block_size=block_size,
             precondition_frequency=precondition_frequency,
@@ -188,19 +174,8 @@ class Shampoo(KroneckerFactoredOptimizer):
             max_preconditioner_dim=max_preconditioner_dim,
             exclude_embeddings=exclude_embeddings,
             exclude_layers=exclude_layers,
-            name=name,
-            weight_decay=weight_decay,
-            clipnorm=clipnorm,
-            clipvalue=clipvalue,
-            global_clipnorm=global_clipnorm,
-            use_ema=use_ema,
-            ema_momentum=ema_momentum,
-            ema_overwrite_frequency=ema_overwrite_frequency,
-            loss_scale_factor=loss_scale_factor,
-            gradient_accumulation_steps=gradient_accumulation_steps,
             **kwargs,
         )
-        self.beta1 = float(beta1)
         self.beta2 = float(beta2)
         self.epsilon = float(epsilon)
         self.grafting = grafting
@@ -211,15 +186,7 @@ class Shampoo(KroneckerFactoredOptimizer):
 
     # === State ===
 
-    def build(self, var_list):
-        if self.built:
-            return
-        self._momentums = [None] * len(var_list)
-        self._second_moments = [None] * len(var_list)
-        super().build(var_list)
-
     def _build_variable_state(self, variable, index):
-        self._momentums[index] = self._add_state(variable, variable.shape, "momentum")
         if grafting_lib.has_second_moment(self.grafting):
             self._second_moments[index] = self._add_state(
                 variable, variable.shape, "grafting_second_moment"
@@ -267,7 +234,7 @@ class Shampoo(KroneckerFactoredOptimizer):
             gradient_weight = (1.0 - self.beta1) / momentum_correction
         else:
             momentum_weight, gradient_weight = 1.0 / momentum_correction, None
-        return _StepScalars(
+        return StepScalars(
             schedule=schedule,
             momentum_weight=momentum_weight,
             gradient_weight=gradient_weight,
@@ -279,9 +246,7 @@ class Shampoo(KroneckerFactoredOptimizer):
     def _update_variable(self, gradient, variable, scalars):
         """Momentum, the grafted step and, from the start step on, Shampoo's direction."""
         index = self._get_variable_index(variable)
-        momentum = self._momentums[index]
-        new_momentum = momentum + (1.0 - self.beta1) * (gradient - momentum)
-        self.assign(momentum, new_momentum)
+        new_momentum = self._update_momentum(gradient, index)
         filtered = new_momentum * scalars.momentum_weight
         if self.nesterov:
             filtered = filtered + gradient * scalars.gradient_weight
@@ -329,7 +294,6 @@ class Shampoo(KroneckerFactoredOptimizer):
         config = super().get_config()
         config.update(
             {
-                "beta1": self.beta1,
                 "beta2": self.beta2,
                 "epsilon": self.epsilon,
                 "grafting": self.grafting,
@@ -340,12 +304,3 @@ class Shampoo(KroneckerFactoredOptimizer):
             }
         )
         return config
-
-
-class _StepScalars(NamedTuple):
-    """The scalars of one step, shared by every variable's update."""
-
-    schedule: Any  # kronecker.Schedule
-    momentum_weight: Any  # m_hat = momentum_weight * m_t (+ gradient_weight * g_t: Nesterov)
-    gradient_weight: Any
-    second_moment_scale: Any  # see grafting.second_moment_scale

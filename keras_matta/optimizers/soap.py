@@ -1,13 +1,11 @@
 """SOAP: Adam in the eigenbasis of Shampoo's Kronecker factors."""
 
-from typing import Any
-from typing import NamedTuple
-
 import keras
 from keras import ops
 
 from keras_matta.optimizers import grafting as grafting_lib
 from keras_matta.optimizers.kronecker import KroneckerFactoredOptimizer
+from keras_matta.optimizers.kronecker import StepScalars
 from keras_matta.optimizers.kronecker import check_number
 from keras_matta.optimizers.kronecker import pad_matrices
 from keras_matta.optimizers.kronecker import transpose
@@ -110,33 +108,21 @@ class SOAP(KroneckerFactoredOptimizer):
         max_preconditioner_dim=4096,
         exclude_embeddings=True,
         exclude_layers=None,
-        weight_decay=None,
-        clipnorm=None,
-        clipvalue=None,
-        global_clipnorm=None,
-        use_ema=False,
-        ema_momentum=0.99,
-        ema_overwrite_frequency=None,
-        loss_scale_factor=None,
-        gradient_accumulation_steps=None,
-        name=None,
         **kwargs,
     ):
         # === Validation, before any work (the base class checks the arguments it shares) ===
         numbers = [
-            ("beta1", beta1, "[0, 1)"),
             ("beta2", beta2, "(0, 1)"),
             ("epsilon", epsilon, "(0, inf)"),
         ]
         if shampoo_beta is not None:
             numbers.append(("shampoo_beta", shampoo_beta, "(0, 1]"))
-        if weight_decay is not None:
-            numbers.append(("weight_decay", weight_decay, "[0, inf)"))
         for arg, value, interval in numbers:
             check_number(arg, value, interval)
 
         super().__init__(
             learning_rate=learning_rate,
+            beta1=beta1,
             statistics_decay=beta2 if shampoo_beta is None else shampoo_beta,
             block_size=block_size,
             precondition_frequency=precondition_frequency,
@@ -144,34 +130,15 @@ class SOAP(KroneckerFactoredOptimizer):
             max_preconditioner_dim=max_preconditioner_dim,
             exclude_embeddings=exclude_embeddings,
             exclude_layers=exclude_layers,
-            name=name,
-            weight_decay=weight_decay,
-            clipnorm=clipnorm,
-            clipvalue=clipvalue,
-            global_clipnorm=global_clipnorm,
-            use_ema=use_ema,
-            ema_momentum=ema_momentum,
-            ema_overwrite_frequency=ema_overwrite_frequency,
-            loss_scale_factor=loss_scale_factor,
-            gradient_accumulation_steps=gradient_accumulation_steps,
             **kwargs,
         )
-        self.beta1 = float(beta1)
         self.beta2 = float(beta2)
         self.epsilon = float(epsilon)
         self.shampoo_beta = None if shampoo_beta is None else float(shampoo_beta)
 
     # === State ===
 
-    def build(self, var_list):
-        if self.built:
-            return
-        self._momentums = [None] * len(var_list)
-        self._second_moments = [None] * len(var_list)
-        super().build(var_list)
-
     def _build_variable_state(self, variable, index):
-        self._momentums[index] = self._add_state(variable, variable.shape, "momentum")
         self._second_moments[index] = self._add_state(variable, variable.shape, "second_moment")
 
     def _build_block_state(self, variable, index, layout):
@@ -203,7 +170,7 @@ class SOAP(KroneckerFactoredOptimizer):
 
     def _step_scalars(self, learning_rate):
         schedule = self.schedule(learning_rate)
-        return _StepScalars(
+        return StepScalars(
             schedule=schedule,
             momentum_weight=1.0 / (1.0 - ops.power(self.beta1, schedule.t)),
             second_moment_scale=grafting_lib.second_moment_scale("adam", schedule.t, self.beta2),
@@ -211,9 +178,7 @@ class SOAP(KroneckerFactoredOptimizer):
 
     def _update_variable(self, gradient, variable, scalars):
         index = self._get_variable_index(variable)
-        momentum = self._momentums[index]
-        new_momentum = momentum + (1.0 - self.beta1) * (gradient - momentum)
-        self.assign(momentum, new_momentum)
+        new_momentum = self._update_momentum(gradient, index)
 
         layout = self._layouts[index]
         if layout is not None:
@@ -249,18 +214,9 @@ class SOAP(KroneckerFactoredOptimizer):
         config = super().get_config()
         config.update(
             {
-                "beta1": self.beta1,
                 "beta2": self.beta2,
                 "epsilon": self.epsilon,
                 "shampoo_beta": self.shampoo_beta,
             }
         )
         return config
-
-
-class _StepScalars(NamedTuple):
-    """The scalars of one step, shared by every variable's update."""
-
-    schedule: Any  # kronecker.Schedule
-    momentum_weight: Any  # 1 / (1 - beta1^t)
-    second_moment_scale: Any  # 1 / (1 - beta2^t)
