@@ -4,6 +4,14 @@ import keras
 import numpy as np
 import pytest
 from helpers import to_numpy
+from optimizers.kronecker_reference import BLOCK_SIZE
+from optimizers.kronecker_reference import SHAPE
+from optimizers.kronecker_reference import VARIABLES
+from optimizers.kronecker_reference import NumpyKroneckerReference
+from optimizers.kronecker_reference import assert_config_round_trip_and_registration
+from optimizers.kronecker_reference import assert_invalid_arguments_raise
+from optimizers.kronecker_reference import numpy_matrix_shape
+from optimizers.kronecker_reference import run_against_reference
 
 from keras_matta.optimizers import Shampoo
 from keras_matta.optimizers import shampoo as shampoo_module
@@ -12,51 +20,14 @@ from keras_matta.optimizers.blocking import matrix_shape_for
 # === An independent float64 NumPy Shampoo, written from the docstring ===
 
 
-def numpy_matrix_shape(shape):
-    """Drop size-1 axes; split once, in order, where the smaller side is largest."""
-    dims = [d for d in shape if d != 1]
-    if len(dims) < 2:
-        return None
-    best = None
-    for split in range(1, len(dims)):
-        rows, cols = int(np.prod(dims[:split])), int(np.prod(dims[split:]))
-        if best is None or min(rows, cols) > min(best) or (
-            min(rows, cols) == min(best) and max(rows, cols) < max(best)
-        ):
-            best = (rows, cols)
-    return best
-
-
-def ragged_slices(size, block_size):
-    return [slice(start, min(start + block_size, size)) for start in range(0, size, block_size)]
-
-
 def numpy_inverse_fourth_root(statistics, epsilon):
     eigenvalues, eigenvectors = np.linalg.eigh(statistics)
     damped = np.maximum(eigenvalues, 0.0) + epsilon * eigenvalues.max()
     return (eigenvectors * damped**-0.25) @ eigenvectors.T
 
 
-class NumpyShampoo:
+class NumpyShampoo(NumpyKroneckerReference):
     """One variable's Shampoo state; explicit ragged blocks in Python loops, float64 roots."""
-
-    def __init__(self, shape, preconditioned=True, **hyper):
-        self.h = hyper
-        self.shape = shape
-        self.momentum = np.zeros(shape)
-        self.second_moment = np.zeros(shape)
-        self.matrix_shape = numpy_matrix_shape(shape) if preconditioned else None
-        if self.matrix_shape is not None:
-            rows, cols = self.matrix_shape
-            self.blocks = [
-                (r, c)
-                for r in ragged_slices(rows, hyper["block_size"])
-                for c in ragged_slices(cols, hyper["block_size"])
-            ]
-            self.left = [np.zeros((r.stop - r.start,) * 2) for r, _ in self.blocks]
-            self.right = [np.zeros((c.stop - c.start,) * 2) for _, c in self.blocks]
-            self.left_root = [np.eye(len(s)) for s in self.left]
-            self.right_root = [np.eye(len(s)) for s in self.right]
 
     def step(self, weight, gradient, t, lr):
         h = self.h
@@ -83,22 +54,18 @@ class NumpyShampoo:
             return weight - lr * graft
 
         g, m, a = (x.reshape(self.matrix_shape) for x in (gradient, m_hat, graft))
-        start, frequency = h["start_preconditioning_step"], h["precondition_frequency"]
         update = np.zeros(self.matrix_shape)
         for i, block in enumerate(self.blocks):
-            gb = g[block]
-            weight_new = 1.0 if b2 == 1 else 1 - b2
-            self.left[i] = b2 * self.left[i] + weight_new * gb @ gb.T
-            self.right[i] = b2 * self.right[i] + weight_new * gb.T @ gb
-            if t >= start and (t - start) % frequency == 0:
+            self.update_statistics(i, g[block], b2)
+            if self.refreshes(t):
                 correction = 1 - b2**t if b2 < 1 else 1.0
-                for statistics, roots in ((self.left, self.left_root),
-                                          (self.right, self.right_root)):
+                for statistics, roots in ((self.left, self.left_factor),
+                                          (self.right, self.right_factor)):
                     roots[i] = numpy_inverse_fourth_root(statistics[i] / correction, h["epsilon"])
-            direction = self.left_root[i] @ m[block] @ self.right_root[i]
+            direction = self.left_factor[i] @ m[block] @ self.right_factor[i]
             if grafting != "none":
                 direction *= np.linalg.norm(a[block]) / np.linalg.norm(direction)
-            update[block] = direction if t >= start else a[block]
+            update[block] = direction if t >= h["start_preconditioning_step"] else a[block]
         return weight - lr * update.reshape(self.shape)
 
 
@@ -115,40 +82,12 @@ HYPER = dict(
     nesterov=False,
     weight_decay=None,
 )
-# (name, shape): a matrix cut into 3x2 ragged blocks; a rank-3 kernel viewed as (6, 5) with a
-# 4x1 edge block; a bias; an embedding table (excluded by its path).
-# The other tests reuse SHAPE and BLOCK_SIZE: eager JAX compiles each op once per shape.
-SHAPE, BLOCK_SIZE = (10, 7), 4
-VARIABLES = [("kernel", SHAPE), ("attention", (2, 3, 5)), ("bias", (7,)), ("embeddings", SHAPE)]
 
 
 def run_both(steps=7, learning_rate=0.01, named_shapes=VARIABLES, **overrides):
-    hyper = dict(HYPER, **overrides)
-    rng = np.random.default_rng(0)
-    initial = [rng.standard_normal(shape) for _, shape in named_shapes]
-    gradients = [[rng.standard_normal(shape) for _, shape in named_shapes] for _ in range(steps)]
-
-    variables = [
-        keras.Variable(w.astype("float32"), name=name)
-        for (name, _), w in zip(named_shapes, initial)
-    ]
-    optimizer = Shampoo(learning_rate=learning_rate, **hyper)
-    references = [
-        NumpyShampoo(shape, preconditioned=(name != "embeddings"), **hyper)
-        for name, shape in named_shapes
-    ]
-    expected = list(initial)
-    for t, step_gradients in enumerate(gradients, start=1):
-        optimizer.apply([g.astype("float32") for g in step_gradients], variables)
-        expected = [
-            ref.step(w, g, t, learning_rate)
-            for ref, w, g in zip(references, expected, step_gradients)
-        ]
-        for variable, value in zip(variables, expected):
-            np.testing.assert_allclose(
-                to_numpy(variable), value, rtol=2e-4, atol=2e-5, err_msg=f"step {t}"
-            )
-    return optimizer, variables, initial
+    return run_against_reference(
+        Shampoo, NumpyShampoo, dict(HYPER, **overrides), steps, learning_rate, named_shapes
+    )
 
 
 @pytest.mark.parametrize(
@@ -409,11 +348,7 @@ def test_get_config_round_trip_and_registration():
         use_ema=True,
         gradient_accumulation_steps=2,
     )
-    config = optimizer.get_config()
-    assert Shampoo.from_config(config).get_config() == config
-    restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
-    assert isinstance(restored, Shampoo) and restored.get_config() == config
-    assert keras.saving.get_registered_name(Shampoo) == "keras_matta>Shampoo"
+    assert_config_round_trip_and_registration(optimizer)
 
 
 INVALID_VALUES = [
@@ -441,9 +376,4 @@ INVALID_TYPES = [
 
 
 def test_invalid_arguments_raise_naming_argument_and_value():
-    for kwargs, message in INVALID_VALUES:
-        with pytest.raises(ValueError, match=message):
-            Shampoo(**kwargs)
-    for kwargs, message in INVALID_TYPES:
-        with pytest.raises(TypeError, match=message):
-            Shampoo(**kwargs)
+    assert_invalid_arguments_raise(Shampoo, INVALID_VALUES, INVALID_TYPES)

@@ -4,9 +4,12 @@ import keras
 import numpy as np
 import pytest
 from helpers import to_numpy
-from optimizers.shampoo_test import SHAPE
-from optimizers.shampoo_test import numpy_matrix_shape
-from optimizers.shampoo_test import ragged_slices
+from optimizers.kronecker_reference import SHAPE
+from optimizers.kronecker_reference import VARIABLES
+from optimizers.kronecker_reference import NumpyKroneckerReference
+from optimizers.kronecker_reference import assert_config_round_trip_and_registration
+from optimizers.kronecker_reference import assert_invalid_arguments_raise
+from optimizers.kronecker_reference import run_against_reference
 
 from keras_matta.optimizers import SOAP
 from keras_matta.optimizers import soap as soap_module
@@ -14,26 +17,11 @@ from keras_matta.optimizers import soap as soap_module
 # === An independent float64 NumPy SOAP, written from the docstring ===
 
 
-class NumpySOAP:
-    """One variable's SOAP state: explicit ragged blocks in Python loops, float64 eigh."""
+class NumpySOAP(NumpyKroneckerReference):
+    """One variable's SOAP state: explicit ragged blocks in Python loops, float64 eigh.
 
-    def __init__(self, shape, preconditioned=True, **hyper):
-        self.h = hyper
-        self.shape = shape
-        self.momentum = np.zeros(shape)
-        self.second_moment = np.zeros(shape)  # in the eigenbasis, block by block
-        self.matrix_shape = numpy_matrix_shape(shape) if preconditioned else None
-        if self.matrix_shape is not None:
-            rows, cols = self.matrix_shape
-            self.blocks = [
-                (r, c)
-                for r in ragged_slices(rows, hyper["block_size"])
-                for c in ragged_slices(cols, hyper["block_size"])
-            ]
-            self.left = [np.zeros((r.stop - r.start,) * 2) for r, _ in self.blocks]
-            self.right = [np.zeros((c.stop - c.start,) * 2) for _, c in self.blocks]
-            self.left_basis = [np.eye(len(s)) for s in self.left]
-            self.right_basis = [np.eye(len(s)) for s in self.right]
+    Its second moment lives in the eigenbasis, block by block, for preconditioned variables.
+    """
 
     def step(self, weight, gradient, t, lr):
         h = self.h
@@ -54,20 +42,17 @@ class NumpySOAP:
         m = self.momentum.reshape(self.matrix_shape)
         v = self.second_moment.reshape(self.matrix_shape)
         update = np.zeros(self.matrix_shape)
-        start, frequency = h["start_preconditioning_step"], h["precondition_frequency"]
         for i, block in enumerate(self.blocks):
             gb = g[block]
-            ql, qr = self.left_basis[i], self.right_basis[i]
+            ql, qr = self.left_factor[i], self.right_factor[i]  # the eigenbases
             v[block] = b2 * v[block] + (1 - b2) * (ql.T @ gb @ qr) ** 2
             update[block] = ql @ adam(ql.T @ m[block] @ qr, v[block]) @ qr.T
             # The statistics and bases after the update: a new basis serves from step t + 1.
-            weight_new = 1.0 if beta == 1 else 1 - beta
-            self.left[i] = beta * self.left[i] + weight_new * gb @ gb.T
-            self.right[i] = beta * self.right[i] + weight_new * gb.T @ gb
-            if t >= start and (t - start) % frequency == 0:
+            self.update_statistics(i, gb, beta)
+            if self.refreshes(t):
                 # Columns by descending eigenvalue.
-                self.left_basis[i] = np.linalg.eigh(self.left[i])[1][:, ::-1]
-                self.right_basis[i] = np.linalg.eigh(self.right[i])[1][:, ::-1]
+                self.left_factor[i] = np.linalg.eigh(self.left[i])[1][:, ::-1]
+                self.right_factor[i] = np.linalg.eigh(self.right[i])[1][:, ::-1]
         self.second_moment = v.reshape(self.shape)
         return weight - lr * update.reshape(self.shape)
 
@@ -85,37 +70,12 @@ HYPER = dict(
     start_preconditioning_step=4,
     weight_decay=None,
 )
-# A matrix cut into 3x2 ragged blocks; a rank-3 kernel viewed as (6, 5) with 4x1 and 2x1 edge
-# blocks; a bias; an embedding table (excluded by its path).
-VARIABLES = [("kernel", SHAPE), ("attention", (2, 3, 5)), ("bias", (7,)), ("embeddings", SHAPE)]
 
 
 def run_both(steps=9, learning_rate=0.01, named_shapes=VARIABLES, **overrides):
-    hyper = dict(HYPER, **overrides)
-    rng = np.random.default_rng(0)
-    initial = [rng.standard_normal(shape) for _, shape in named_shapes]
-    gradients = [[rng.standard_normal(shape) for _, shape in named_shapes] for _ in range(steps)]
-    variables = [
-        keras.Variable(w.astype("float32"), name=name)
-        for (name, _), w in zip(named_shapes, initial)
-    ]
-    optimizer = SOAP(learning_rate=learning_rate, **hyper)
-    references = [
-        NumpySOAP(shape, preconditioned=(name != "embeddings"), **hyper)
-        for name, shape in named_shapes
-    ]
-    expected = list(initial)
-    for t, step_gradients in enumerate(gradients, start=1):
-        optimizer.apply([g.astype("float32") for g in step_gradients], variables)
-        expected = [
-            ref.step(w, g, t, learning_rate)
-            for ref, w, g in zip(references, expected, step_gradients)
-        ]
-        for variable, value in zip(variables, expected):
-            np.testing.assert_allclose(
-                to_numpy(variable), value, rtol=2e-4, atol=2e-5, err_msg=f"step {t}"
-            )
-    return optimizer, variables, initial
+    return run_against_reference(
+        SOAP, NumpySOAP, dict(HYPER, **overrides), steps, learning_rate, named_shapes
+    )
 
 
 @pytest.mark.parametrize(
@@ -236,11 +196,7 @@ def test_get_config_round_trip_and_registration():
                      block_size=64, precondition_frequency=5, start_preconditioning_step=3,
                      max_preconditioner_dim=2048, exclude_embeddings=False,
                      exclude_layers=["head"], weight_decay=0.01, gradient_accumulation_steps=2)
-    config = optimizer.get_config()
-    assert SOAP.from_config(config).get_config() == config
-    restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
-    assert isinstance(restored, SOAP) and restored.get_config() == config
-    assert keras.saving.get_registered_name(SOAP) == "keras_matta>SOAP"
+    assert_config_round_trip_and_registration(optimizer)
 
 
 INVALID_VALUES = [
@@ -259,9 +215,4 @@ INVALID_TYPES = [
 
 
 def test_invalid_arguments_raise_naming_argument_and_value():
-    for kwargs, message in INVALID_VALUES:
-        with pytest.raises(ValueError, match=message):
-            SOAP(**kwargs)
-    for kwargs, message in INVALID_TYPES:
-        with pytest.raises(TypeError, match=message):
-            SOAP(**kwargs)
+    assert_invalid_arguments_raise(SOAP, INVALID_VALUES, INVALID_TYPES)
