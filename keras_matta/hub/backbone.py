@@ -27,9 +27,11 @@ class MatBackbone(keras.Model):
     `width_spec(intermediate_dim, num_heads)` builds the per-block spec of any uniform width.
     `extract_stock(widths)` is the hook `keras_matta.extract` dispatches to.
 
-    Subclasses set `source_classes` and the Student's sizes (`student_intermediate_dim`,
-    `student_num_heads`) and implement `_stock_config(width)`, `_embedding_links(stock)`,
-    `_block_links(block, stock_block)` and `_stock_width_error(block, width)`.
+    Subclasses create `token_embedding`, `transformer_layers` and `layer_norm`, build the
+    graph with `_decoder_graph`, set `source_classes` and the Student's sizes
+    (`student_intermediate_dim`, `student_num_heads`) and implement `_stock_config(width)`,
+    `_embedding_links(stock)`, `_block_links(block, stock_block)` and
+    `_stock_width_error(block, width)`.
 
     Args:
         *args, **kwargs: the Functional `keras.Model` arguments (inputs, outputs, name, ...)
@@ -73,6 +75,21 @@ class MatBackbone(keras.Model):
         self._initialized = True
         if dtype is not None:
             self.dtype_policy = keras.dtype_policies.get(dtype)
+
+    def _decoder_graph(self, embed):
+        """The keras-hub decoder graph: `(inputs, outputs)` for the Functional `__init__`.
+
+        `embed` maps the `token_ids` input to the `(B, T, d)` input of the first block (the
+        part that differs between architectures); every block of `transformer_layers` then
+        runs with the padding mask, and `layer_norm` gives the final hidden states.
+        """
+        token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+        padding_mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
+        x = embed(token_ids)  # (B, T, d)
+        for block in self.transformer_layers:
+            x = block(x, padding_mask=padding_mask)  # (B, T, d)
+        outputs = self.layer_norm(x)  # (B, T, d)
+        return {"token_ids": token_ids, "padding_mask": padding_mask}, outputs
 
     def __setattr__(self, name, value):
         # As keras-hub's Backbone: torch's Module.__setattr__ cannot run before Model.__init__,

@@ -126,16 +126,14 @@ class MatGPT2Backbone(MatBackbone):
         self.layer_norm = keras.layers.LayerNormalization(epsilon=1e-5, dtype=dtype,
                                                           name="layer_norm")
         # === Functional model ===
-        token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
-        padding_mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
-        tokens = self.token_embedding(token_ids)  # (B, T, d)
-        x = self.embeddings_add((tokens, self.position_embedding(tokens)))  # (B, T, d)
-        x = self.embeddings_dropout(x)
-        for block in self.transformer_layers:
-            x = block(x, padding_mask=padding_mask)  # (B, T, d)
-        outputs = self.layer_norm(x)  # (B, T, d)
+        def embed(token_ids):
+            tokens = self.token_embedding(token_ids)  # (B, T, d)
+            x = self.embeddings_add((tokens, self.position_embedding(tokens)))  # (B, T, d)
+            return self.embeddings_dropout(x)
+
+        inputs, outputs = self._decoder_graph(embed)
         super().__init__(
-            inputs={"token_ids": token_ids, "padding_mask": padding_mask},
+            inputs=inputs,
             outputs=outputs,
             source_class=source_class,
             dtype=dtype,

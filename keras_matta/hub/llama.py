@@ -125,14 +125,9 @@ class MatLlamaBackbone(MatBackbone):
         self.layer_norm = LlamaLayerNorm(layer_norm_epsilon, dtype=dtype,
                                          name="sequence_output_layernorm")
         # === Functional model ===
-        token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
-        padding_mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
-        x = self.token_embedding(token_ids)  # (B, T, d)
-        for block in self.transformer_layers:
-            x = block(x, padding_mask=padding_mask)  # (B, T, d)
-        outputs = self.layer_norm(x)  # (B, T, d)
+        inputs, outputs = self._decoder_graph(self.token_embedding)
         super().__init__(
-            inputs={"token_ids": token_ids, "padding_mask": padding_mask},
+            inputs=inputs,
             outputs=outputs,
             source_class=source_class,
             dtype=dtype,
