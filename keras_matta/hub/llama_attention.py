@@ -10,6 +10,9 @@ from keras_matta.layers.mat_layer import MatLayer
 from keras_matta.layers.nesting import Nested
 from keras_matta.layers.sampled_width import split_width
 
+# The keras-hub models whose attention this is; they differ in the query/key/value biases.
+FAMILIES = ("llama", "qwen")
+
 
 @keras.saving.register_keras_serializable(package="keras_matta")
 class MatLlamaAttention(MatLayer, keras.layers.Layer):
@@ -85,8 +88,8 @@ class MatLlamaAttention(MatLayer, keras.layers.Layer):
         from keras_hub.layers import RotaryEmbedding
         from keras_hub.src.models.llama.llama_rotary_embedding import LlamaRotaryEmbedding
 
-        if family not in ("llama", "qwen"):
-            raise ValueError(f"`family` must be 'llama' or 'qwen'; got {family!r}.")
+        if family not in FAMILIES:
+            raise ValueError(f"`family` must be one of {FAMILIES}; got {family!r}.")
         if num_query_heads % num_key_value_heads:
             raise ValueError(
                 f"`num_query_heads`={num_query_heads} must be a multiple of "

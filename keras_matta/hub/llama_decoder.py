@@ -5,14 +5,13 @@ from keras import ops
 
 from keras_matta._initializers import clone_initializer
 from keras_matta.hub import weights as weights_lib
+from keras_matta.hub.llama_attention import FAMILIES
 from keras_matta.hub.llama_attention import MatLlamaAttention
 from keras_matta.hub.llama_attention import check_whole_groups
 from keras_matta.layer_width import is_dropped
 from keras_matta.layers import nesting as nesting_lib
 from keras_matta.layers.mat_dense import MatDense
 from keras_matta.layers.mat_layer import MatLayer
-
-FAMILIES = ("llama", "qwen")
 
 
 @keras.saving.register_keras_serializable(package="keras_matta")
