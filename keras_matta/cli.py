@@ -127,9 +127,12 @@ def build_parser():
                         help="Keras backend to run on (default: $KERAS_BACKEND, else jax)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    demo = commands.add_parser("demo", help="run the MatTA study on the embedded data",
-                               description=_DEMO, epilog=_EXAMPLES["demo"],
-                               formatter_class=formatter)
+    def command(name, help, description):
+        """The subcommand `name`; its --help ends with its `_EXAMPLES`."""
+        return commands.add_parser(name, help=help, description=description,
+                                   epilog=_EXAMPLES[name], formatter_class=formatter)
+
+    demo = command("demo", help="run the MatTA study on the embedded data", description=_DEMO)
     size = demo.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true",
                       help="tiny models and budgets: a smoke test of the whole pipeline")
@@ -150,12 +153,11 @@ def build_parser():
     demo.add_argument("--retrain-teacher", action="store_true",
                       help="train the Teacher again even if a cached one exists")
 
-    train = commands.add_parser(
+    train = command(
         "train", help="train a MatTA (TA + nested Students) and save the TA",
         description="Trains a TA and its nested Students together (MatTA), optionally with a\n"
                     "Teacher, on an embedded task or your data; saves the TA as .keras and\n"
-                    "prints the test metrics of the TA and of every Student.",
-        epilog=_EXAMPLES["train"], formatter_class=formatter)
+                    "prints the test metrics of the TA and of every Student.")
     _data_arguments(train, "your data")
     train.add_argument("--output", required=True, help="path of the TA's .keras file")
     train.add_argument("--student-widths", type=parse_widths, nargs="+", metavar="WIDTHS",
@@ -172,12 +174,11 @@ def build_parser():
     train.add_argument("--quick", action="store_true", help="the demo's tiny preset")
     train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 
-    extract = commands.add_parser(
+    extract = command(
         "extract", help="extract a width of a TA as a standalone stock-Keras model",
         description="Extracts one width, or a per-layer Mix'n'Match spec, of a saved TA as a\n"
                     "model of stock Keras layers (loads without keras_matta) and prints its\n"
-                    "parameters and FLOPs.",
-        epilog=_EXAMPLES["extract"], formatter_class=formatter)
+                    "parameters and FLOPs.")
     extract.add_argument("--model", required=True, help="the TA's .keras file")
     which = extract.add_mutually_exclusive_group(required=True)
     which.add_argument("--widths", type=parse_widths,
@@ -188,12 +189,11 @@ def build_parser():
                             "point's # in the table (default: the best, the last)")
     extract.add_argument("--output", required=True, help="path of the extracted .keras file")
 
-    evaluate = commands.add_parser(
+    evaluate = command(
         "evaluate", help="print a saved model's metrics, parameters and FLOPs",
         description="Evaluates a saved model on a task's split: accuracy and AUC for\n"
                     "classification; bits per byte and final-word accuracy for a byte\n"
-                    "language model.",
-        epilog=_EXAMPLES["evaluate"], formatter_class=formatter)
+                    "language model.")
     evaluate.add_argument("--model", required=True, help="a .keras model")
     _data_arguments(evaluate, "the data to evaluate on")
     evaluate.add_argument("--split", choices=("test", "validation"), default="test",
@@ -205,9 +205,9 @@ def build_parser():
     evaluate.add_argument("--seed", type=int, default=0,
                           help="the data split seed used in training (default: 0)")
 
-    search = commands.add_parser(
+    search = command(
         "search", help="find the best width specs of a TA under a budget (Pareto front)",
-        description=_SEARCH, epilog=_EXAMPLES["search"], formatter_class=formatter)
+        description=_SEARCH)
     search.add_argument("--model", required=True, help="the TA's .keras file")
     _data_arguments(search, "the data to search on")
     search.add_argument("--budget", type=parse_budget,
