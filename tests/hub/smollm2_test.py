@@ -131,7 +131,7 @@ def test_loaded_smollm2_and_its_mat_student_match_the_numpy_reference(gguf_file,
 
 
 @pytest.mark.slow
-@pytest.mark.runs_on("jax")
+@pytest.mark.runs_on("torch")
 def test_full_smollm2_student_continues_the_prompt_greedily(gguf_file, prompt_ids):
     ids, tokenizer = prompt_ids
     backbone = hub.load_gguf_llama(gguf_file)
