@@ -41,7 +41,7 @@ def test_quick_start_is_at_most_15_lines():
 
 
 @pytest.mark.slow
-@pytest.mark.runs_on("jax")
+@pytest.mark.runs_on("tensorflow")
 def test_quick_start_runs_and_its_student_is_a_stock_model(tmp_path, monkeypatch):
     (block,) = _python_blocks(_section("Quick start"))
     monkeypatch.chdir(tmp_path)

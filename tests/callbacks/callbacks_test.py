@@ -95,7 +95,7 @@ def test_atomic_model_checkpoint_survives_a_failing_save(failing_model, tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.runs_on("jax")  # file-system behaviour
+@pytest.mark.runs_on("torch")  # file-system behaviour
 @pytest.mark.parametrize("atomic", [True, False], ids=["atomic", "keras_in_place"])
 def test_sigkill_during_a_write_keeps_the_previous_checkpoint_only_when_atomic(tmp_path, atomic):
     path, output = str(tmp_path / "model.weights.h5"), str(tmp_path / "first.npz")

@@ -61,7 +61,7 @@ def test_sigkill_mid_epoch_then_restart_ends_with_the_uninterrupted_weights(tmp_
 
 
 @pytest.mark.slow
-@pytest.mark.runs_on("jax")  # backend-independent callback logic
+@pytest.mark.runs_on("torch")  # backend-independent callback logic
 def test_keras_backup_and_restore_at_epoch_ends_carries_matta_and_shampoo_state(tmp_path):
     """Keras' own callback with epoch backups (it restarts an epoch from its first batch, and
     its weight files hold no seed states, hence no dropout): the restarted run restores
