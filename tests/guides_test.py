@@ -4,7 +4,6 @@ import subprocess
 import sys
 import types
 
-import keras
 import pytest
 
 GUIDES_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "guides")
@@ -35,7 +34,7 @@ def test_notebook_cells_follow_the_guide():
     assert "code" in kinds and kinds.count("markdown") > 1
 
 
-# Each guide is backend-agnostic; CI smoke-runs each on one backend, spread so that the three
+# Each guide is backend-agnostic; CI smoke-runs each on one backend (`runs_on`), spread so the three
 # backends' pytest processes finish together. The distributed guide runs on JAX: most of it
 # (DataParallel, ModelParallel with Shampoo's layouts on 8 simulated CPU devices) runs only
 # there, with the scheduler flag its first cell sets (issue #19); its TensorFlow section,
@@ -67,10 +66,10 @@ def test_every_guide_has_a_smoke_backend():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", GUIDES, ids=os.path.basename)
+@pytest.mark.parametrize("path", [
+    pytest.param(path, marks=pytest.mark.runs_on(SMOKE_BACKEND.get(os.path.basename(path))))
+    for path in GUIDES], ids=os.path.basename)
 def test_guide_runs_in_smoke_mode(path, tmp_path):
-    if SMOKE_BACKEND.get(os.path.basename(path)) != keras.backend.backend():
-        pytest.skip(f"smoke-run on {SMOKE_BACKEND.get(os.path.basename(path))}")
     env = dict(os.environ, KERAS_MATTA_SMOKE="1", MPLBACKEND="Agg", TF_CPP_MIN_LOG_LEVEL="3")
     # The guide's first cell sets the scheduler flag on JAX itself, as for a notebook user.
     env["XLA_FLAGS"] = " ".join(flag for flag in env.get("XLA_FLAGS", "").split()
