@@ -63,10 +63,11 @@ independently: Mix'n'Match) for the Pareto front of quality against cost under a
 Quality is measured on the validation split (accuracy for classification, bits per byte for a
 byte language model); cost is params, flops (counted) or latency_ms (the extracted model's
 median time per batch on this backend). Small spaces are searched exhaustively, large ones by
-a seeded evolutionary search. Prints the front as a table and writes front.json and front.png
-(quality against cost, the uniform widths marked) to --output-dir. Every measurement is
-appended to --output-dir/cache.jsonl: interrupt with Ctrl-C and run the same command again to
-resume."""
+a seeded evolutionary search. With --drop-blocks each transformer block may also be dropped
+(elastic depth), so the front trades depth as well as width. Prints the front as a table and
+writes front.json and front.png (quality against cost, the uniform widths marked) to
+--output-dir. Every measurement is appended to --output-dir/cache.jsonl: interrupt with Ctrl-C
+and run the same command again to resume."""
 
 
 def parse_widths(text):
@@ -219,6 +220,9 @@ def build_parser():
     search.add_argument("--choices", type=parse_widths, nargs="+", metavar="WIDTH",
                         help="the widths every nested layer may take (default: 0.25 0.5 0.75 "
                              "1); the Students' trained widths and 1 mix trained ones only")
+    search.add_argument("--drop-blocks", action="store_true",
+                        help="also let every transformer block be dropped (elastic depth: "
+                             "the front trades depth as well as width)")
     search.add_argument("--strategy", choices=("auto", "exhaustive", "evolutionary"),
                         default="auto",
                         help="exhaustive up to --max-evaluations candidates, else evolutionary "
@@ -304,7 +308,8 @@ def _run(args):
             args.model, source, args.output_dir, budget=args.budget, objective=args.objective,
             choices=args.choices, strategy=args.strategy, max_evaluations=args.max_evaluations,
             seed=args.seed, proxy_steps=args.proxy_steps, batch_size=args.batch_size,
-            split=args.split, mode=mode, data_seed=args.data_seed, resume=not args.restart)
+            split=args.split, mode=mode, data_seed=args.data_seed, resume=not args.restart,
+            drop_blocks=args.drop_blocks)
         return
     else:
         results = {args.model: commands.evaluate(args.model, source, split=args.split,

@@ -123,7 +123,8 @@ def width_label(spec):
         spec: a width spec: a float, an int, a `{layer_name: spec}` dict or `None`.
 
     Returns:
-        A string: the fraction or int as written, `"full"` for `None`, `"mix(...)"` for a dict.
+        A string: the fraction or int as written, `"full"` for `None`, `"mix(...)"` for a dict
+        (a dropped block reads `dropped`).
 
     Example:
 
@@ -133,6 +134,8 @@ def width_label(spec):
     assert keras_matta.width_label(None) == "full"
     spec = {"block_0": 0.5, "block_1": {"intermediate_dim": 512, "num_heads": 4}}
     assert keras_matta.width_label(spec) == "mix(block_0=0.5,block_1=512x4)"
+    assert keras_matta.width_label({"block_0": {"depth": 0}, "block_1": 0.5}) == (
+        "mix(block_0=dropped,block_1=0.5)")
     ```
     """
     if spec is None:
@@ -144,7 +147,7 @@ def width_label(spec):
     parts = []
     for name, value in spec.items():
         if isinstance(value, dict):
-            value = "x".join(str(v) for v in value.values())
+            value = "dropped" if is_dropped(value) else "x".join(str(v) for v in value.values())
         parts.append(f"{name}={value if not is_fraction(value) else f'{value:g}'}")
     return "mix(" + ",".join(parts) + ")"
 

@@ -170,3 +170,11 @@ def test_parse_budget():
 def test_search_usage_errors_exit_2(argv, capsys):
     status, _, err = run_cli(argv, capsys)
     assert status == 2 and "error:" in err
+
+
+@pytest.mark.backend_agnostic
+def test_search_drop_blocks_is_an_off_by_default_switch():
+    parser = cli.build_parser()
+    base = ["search", "--model", "m.keras", "--task", "digits"]
+    assert parser.parse_args(base).drop_blocks is False
+    assert parser.parse_args(base + ["--drop-blocks"]).drop_blocks is True

@@ -15,7 +15,7 @@ from keras_matta.study import runs
 
 def search(model_path, source, output_dir, budget=None, objective=None, choices=None,
            strategy="auto", max_evaluations=200, seed=0, proxy_steps=None, batch_size=None,
-           split="validation", mode="default", data_seed=0, resume=True):
+           split="validation", mode="default", data_seed=0, resume=True, drop_blocks=False):
     """The Pareto front of the saved TA's width specs on `source`'s `split` (`keras_matta.search`).
 
     Args:
@@ -33,6 +33,8 @@ def search(model_path, source, output_dir, budget=None, objective=None, choices=
         mode: the preset whose evaluation sizes are used (`quick` evaluates fewer windows).
         data_seed: the split seed of the data (as used when training).
         resume: reuse the measurements in `output_dir/cache.jsonl` of an interrupted run.
+        drop_blocks: also let every transformer block be dropped (elastic depth), as in
+            `keras_matta.search`.
 
     Returns:
         The `SearchResult`; prints its table.
@@ -65,7 +67,7 @@ def search(model_path, source, output_dir, budget=None, objective=None, choices=
         model, data, budget=budget, objective=objective, maximize=maximize,
         choices=choices or (0.25, 0.5, 0.75, 1.0), strategy=strategy,
         max_evaluations=max_evaluations, seed=seed, batch_size=batch_size,
-        proxy_steps=proxy_steps, cache=cache)
+        proxy_steps=proxy_steps, cache=cache, drop_blocks=drop_blocks)
     search_report.write_json(result, output_dir / "front.json", model=str(model_path),
                              data=str(source), split=split, backend=keras.backend.backend())
     search_report.plot(result, output_dir / "front.png")

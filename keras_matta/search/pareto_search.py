@@ -90,7 +90,7 @@ class SearchResult:
 def search(model, data, budget=None, objective="loss", maximize=None, cost=None,
            choices=DEFAULT_CHOICES, strategy="auto", max_evaluations=200, population=16,
            seed=0, batch_size=32, proxy_steps=None, cache=None, latency_repeats=10,
-           input_shape=None, verbose=1):
+           input_shape=None, verbose=1, drop_blocks=False):
     """The Pareto front of quality against cost over the width specs of a trained Mat model.
 
     Every nested Mat layer takes one of `choices` independently (Mix'n'Match); a candidate's
@@ -98,7 +98,8 @@ def search(model, data, budget=None, objective="loss", maximize=None, cost=None,
     model); its costs are counted (`params`, `flops`: `keras_matta.cost`) or measured
     (`latency_ms`: the extracted stock model's median time per batch of `batch_size` on this
     backend). The front keeps the candidates within `budget` that no other beats on both
-    quality and `cost`.
+    quality and `cost`. With `drop_blocks=True` each residual block may also be dropped
+    (elastic depth), so the front trades depth as well as width.
 
     - `strategy="exhaustive"` measures every candidate within the budget; `"evolutionary"`
       measures at most `max_evaluations` (`strategies.evolutionary`: parents drawn from the
@@ -130,7 +131,8 @@ def search(model, data, budget=None, objective="loss", maximize=None, cost=None,
         cost: the cost the front trades against (default: the budget's, else `"params"`).
         choices: the per-layer widths (see `SearchSpace`): a list shared by every layer
             (default `(0.25, 0.5, 0.75, 1.0)`; give the trained Student widths and `1.0` to
-            mix only trained granularities, or any widths), or `{layer_name: [spec, ...]}`.
+            mix only trained granularities, or any widths), or `{layer_name: [spec, ...]}`
+            (a block's list may hold `{"depth": 0}`).
         strategy: `"auto"`, `"exhaustive"` or `"evolutionary"`.
         max_evaluations: the most candidates measured by the evolutionary search.
         population: candidates per generation of the evolutionary search.
@@ -141,6 +143,10 @@ def search(model, data, budget=None, objective="loss", maximize=None, cost=None,
         latency_repeats: timed calls per latency measurement (their median is kept).
         input_shape: per-example input shape, where the model's has unknown dimensions.
         verbose: 1 shows a progress bar, 0 is silent.
+        drop_blocks: whether every droppable block (`MatTransformerBlock`, the keras-hub Mat
+            decoder blocks) also gets the choice `{"depth": 0}` (dropped), its smallest; see
+            `SearchSpace`. Candidates keep at least one block; the uniform models are the
+            undropped ones. `keras_matta.block_importance` shows which blocks matter least.
 
     Returns:
         A `SearchResult`: `.front` (the Pareto points, cheapest first, each with `.widths` for
@@ -149,7 +155,8 @@ def search(model, data, budget=None, objective="loss", maximize=None, cost=None,
 
     Raises:
         ValueError: an unknown objective, cost or strategy; a budget that no candidate meets;
-            data that does not fit the model; an uncompiled model with a metric name.
+            data that does not fit the model; an uncompiled model with a metric name;
+            `drop_blocks=True` for a model without a droppable block.
         TypeError: arguments of the wrong type.
 
     Example:
@@ -167,6 +174,18 @@ def search(model, data, budget=None, objective="loss", maximize=None, cost=None,
     assert all(point.costs["params"] <= 800 for point in result.front)
     student = keras_matta.extract(ta, result.best().widths)   # the model to serve
     assert student.count_params() == result.best().costs["params"]
+
+    # Elastic depth: under a budget below any model with both blocks, the front drops one.
+    inputs = keras.Input((4, 8))
+    x = keras_matta.MatTransformerBlock(16, 2, name="block_0")(inputs)
+    x = keras_matta.MatTransformerBlock(16, 2, name="block_1")(x)
+    lm = keras.Model(inputs, keras_matta.MatDense(3, nested=False, name="logits")(x))
+    lm.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = np.random.rand(16, 4, 8).astype("float32"), np.random.randint(0, 3, (16, 4))
+    both = keras_matta.cost(lm, {"block_0": 0.5, "block_1": 0.5})["params"]
+    result = keras_matta.search(lm, (x, y), budget={"params": both - 1}, choices=[0.5, 1.0],
+                                drop_blocks=True, verbose=0)
+    assert all({"depth": 0} in point.widths.values() for point in result.front)
     ```
 
     Reference:
@@ -179,7 +198,7 @@ def search(model, data, budget=None, objective="loss", maximize=None, cost=None,
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a keras.Model with Mat layers; got "
                         f"{type(model).__name__}.")
-    space = SearchSpace(model, choices)
+    space = SearchSpace(model, choices, drop_blocks=drop_blocks)
     maximize = _direction(model, objective, maximize)
     budget = _budget(budget)
     cost = _cost_name(cost, budget)
@@ -215,11 +234,12 @@ def search(model, data, budget=None, objective="loss", maximize=None, cost=None,
         kind, part = ("quality", search_data) if exact else ("proxy_quality", proxy_data)
         return _cached(store, kind, widths, lambda: _quality(model, widths, objective, part))
 
-    smallest = tuple(0 for _ in space.sizes)
-
     def check_budget():
+        if not budget:
+            return
+        (name, bound), = budget.items()
+        smallest = min(space.smallest(), key=lambda c: costs_of(c)[name])
         if not _within(costs_of(smallest), budget):
-            (name, bound), = budget.items()
             raise ValueError(
                 f"No width spec fits the budget {name} <= {bound:g}: the smallest candidate "
                 f"({widths_lib.width_label(space.spec(smallest))}) has {name}="
@@ -244,6 +264,8 @@ def search(model, data, budget=None, objective="loss", maximize=None, cost=None,
         return costs_of(candidate)[cost], sign * quality
 
     def feasible(candidate):
+        if not space.is_valid(candidate):  # drops every block: not a model, not counted
+            return False
         fits = _within(costs_of(candidate), budget)
         if not fits and progress is not None and strategy == "exhaustive":
             progress.add(1)

@@ -44,3 +44,6 @@ def test_search_writes_the_front_and_extract_takes_a_point(tmp_path, capsys):
                                 f"{out_dir / 'front.json'}:99", "--output",
                                 str(student_path)], capsys)
     assert status == 2 and "not on the front" in err
+    # --drop-blocks reaches the search: an MLP has no block to drop (one line, exit 2).
+    status, _, err = run_cli(argv + ["--drop-blocks"], capsys)
+    assert status == 2 and "`drop_blocks=True`, but model 'ta' has no droppable block" in err

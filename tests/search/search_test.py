@@ -8,6 +8,7 @@ import pytest
 from helpers import to_numpy
 
 import keras_matta
+from keras_matta.search import SearchSpace
 
 CHOICES = [0.25, 0.5, 1.0]
 
@@ -153,6 +154,8 @@ def never_called(model, data):
     (dict(objective=3), TypeError, "metric name or a function"),
     (dict(max_evaluations=0), ValueError, "`max_evaluations` must be a positive int"),
     (dict(choices=[0.5, 2.0]), ValueError, r"must be in \(0, 1\]"),
+    (dict(drop_blocks=1), TypeError, "`drop_blocks` must be True or False; got 1"),
+    (dict(drop_blocks=True), ValueError, "`drop_blocks=True`, but model .* no droppable block"),
 ])
 def test_bad_arguments_fail_before_any_measurement(kwargs, error, match):
     model, (x, y) = mlp(), data()
@@ -175,3 +178,77 @@ def test_data_that_does_not_fit_the_model_is_named():
 def test_an_uncompiled_model_needs_a_function_objective():
     with pytest.raises(ValueError, match="is not compiled"):
         keras_matta.search(mlp(compiled=False), data(), objective="accuracy", verbose=0)
+
+
+# === Elastic depth: drop_blocks ===
+
+def two_blocks():
+    """Two transformer blocks (intermediate_dim 12) and a fixed head, compiled."""
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((4, 8))
+    x = keras_matta.MatTransformerBlock(12, 2, name="b0", bias_initializer="random_normal")(
+        inputs)
+    x = keras_matta.MatTransformerBlock(12, 2, name="b1", bias_initializer="random_normal")(x)
+    model = keras.Model(inputs, keras_matta.MatDense(3, nested=False, name="head")(x))
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def sequences(n=8):
+    rng = np.random.default_rng(1)
+    return (rng.normal(size=(n, 4, 8)).astype("float32"),
+            rng.integers(0, 3, (n, 4)).astype("int32"))
+
+
+def test_a_dropped_spec_extracts_to_the_mat_model_at_that_spec_and_its_cost():
+    model, (x, _) = two_blocks(), sequences()
+    space = SearchSpace(model, [0.5, 1.0], drop_blocks=True)
+    for candidate, dropped in [((0, 1), "b0"), ((2, 0), "b1")]:
+        spec = space.spec(candidate)
+        assert spec[dropped] == {"depth": 0}
+        stock = keras_matta.extract(model, spec)
+        assert not any(layer.name.startswith(dropped) for layer in stock.layers)
+        with keras_matta.WidthScope(model, spec):
+            np.testing.assert_allclose(to_numpy(stock(x)), to_numpy(model(x)), atol=1e-5)
+        assert stock.count_params() == keras_matta.cost(model, spec)["params"]
+
+
+def test_exhaustive_search_drops_blocks_under_a_budget_no_full_depth_model_meets():
+    model, (x, y) = two_blocks(), sequences()
+    both_half = keras_matta.cost(model, {"b0": 0.5, "b1": 0.5})["params"]
+    one_full = keras_matta.cost(model, {"b0": {"depth": 0}})["params"]
+    assert one_full < both_half  # so a budget of both_half - 1 fits one block at any width
+    budget = {"params": both_half - 1}
+    with pytest.raises(ValueError, match="No width spec fits the budget"):
+        keras_matta.search(model, (x, y), budget=budget, choices=[0.5, 1.0], verbose=0)
+    result = keras_matta.search(model, (x, y), budget=budget, choices=[0.5, 1.0],
+                                strategy="exhaustive", drop_blocks=True, batch_size=8,
+                                verbose=0)
+    # The candidates within the budget: one block dropped, the other at 0.5 or 1.0.
+    dropped, half, full = {"depth": 0}, {"intermediate_dim": 6}, {"intermediate_dim": 12}
+    assert [p.widths for p in result.measured] == [
+        {"b0": dropped, "b1": half}, {"b0": dropped, "b1": full},
+        {"b0": half, "b1": dropped}, {"b0": full, "b1": dropped}]
+    assert result.front and all(dropped in p.widths.values() for p in result.front)
+    for point in result.front:  # each extracts to a stock model of its cost and quality
+        student = keras_matta.extract(model, point.widths)
+        assert student.count_params() == point.costs["params"] <= budget["params"]
+        student.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        loss = student.evaluate(x, y, batch_size=8, verbose=0)
+        np.testing.assert_allclose(point.quality, loss, rtol=1e-5)
+        assert "dropped" in point.label
+    # The uniform models are the full-depth ones (over the budget, so none is best).
+    assert [p.uniform for p in result.uniform] == [0.5, 1.0]
+    assert result.best_uniform() is None
+    json.dumps(result.to_dict())
+
+
+def test_evolutionary_search_never_measures_a_model_without_blocks():
+    model, (x, y) = two_blocks(), sequences()
+    result = keras_matta.search(
+        model, (x, y), objective=lambda m, d: fidelity(m, d[0]), maximize=True,
+        choices=[0.25, 0.5, 1.0], strategy="evolutionary", max_evaluations=10, population=4,
+        drop_blocks=True, batch_size=8, verbose=0)
+    specs = [p.widths for p in result.measured]
+    assert len(specs) == 10 and any({"depth": 0} in s.values() for s in specs)
+    assert all(list(s.values()) != [{"depth": 0}] * 2 for s in specs)
