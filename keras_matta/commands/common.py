@@ -23,6 +23,14 @@ def load_model(path):
         raise ValueError(f"{path} is not a loadable Keras model: {error}") from error
 
 
+def keras_output(output):
+    """`output` as a path, after checking it names a `.keras` file (the commands save there)."""
+    output = pathlib.Path(output)
+    if output.suffix != ".keras":
+        raise ValueError(f"`--output` must end in .keras; got {output}.")
+    return output
+
+
 def config_for(task_data, mode="default", sequence_length=None):
     """The study preset that fits `task_data`: the MLP for classification, else the byte LM."""
     if task_data.kind == CLASSIFICATION:

@@ -1,6 +1,5 @@
 """`keras-matta extract`: one width, or Mix'n'Match spec, of a saved TA as a stock-Keras model."""
 
-import pathlib
 
 import keras_matta
 from keras_matta.commands import common
@@ -8,9 +7,7 @@ from keras_matta.commands import common
 
 def extract(model_path, widths, output):
     """Extracts `widths` from the saved TA at `model_path`; saves it; returns its cost."""
-    output = pathlib.Path(output)
-    if output.suffix != ".keras":
-        raise ValueError(f"`--output` must end in .keras; got {output}.")
+    output = common.keras_output(output)
     model = common.load_model(model_path)
     student = keras_matta.extract(model, widths)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,6 @@
 """`keras-matta train`: a MatTA run on a task or a data file, saved as the TA's `.keras` file."""
 
 import dataclasses
-import pathlib
 
 import keras
 
@@ -33,9 +32,7 @@ def train(source, output, mode="default", student_widths=None, optimizer="shampo
     Returns:
         `{head: metrics}` on the test split, `"ta"` first.
     """
-    output = pathlib.Path(output)
-    if output.suffix != ".keras":
-        raise ValueError(f"`--output` must end in .keras; got {output}.")
+    output = common.keras_output(output)
     task_data = load_task(source, seed=seed)
     config = common.config_for(task_data, mode)
     overrides = {k: v for k, v in (("steps", steps), ("batch_size", batch_size),
