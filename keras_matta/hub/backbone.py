@@ -153,7 +153,8 @@ class MatBackbone(keras.Model):
         kept = [block for block in self.transformer_layers if not is_dropped(resolved[block])]
         per_block = [resolved[block] for block in kept]
         uniform = all(width == per_block[0] for width in per_block)
-        if uniform and self._stock_width_error(kept[0], per_block[0]) is None:
+        if (uniform and self._stock_width_error(kept[0], per_block[0]) is None
+                and self._stock_depth_error(kept) is None):
             return self._to_source_class(per_block[0], kept, name)
         return rebuild_stock(self, resolved, name or f"{self.name}_mix")
 
@@ -196,6 +197,19 @@ class MatBackbone(keras.Model):
     def _stock_width_error(self, block, width):
         """`None` if `width` is expressible in the source class, else the reason."""
         raise NotImplementedError
+
+    def _stock_depth_error(self, kept):
+        """`None` if the source class can hold the `kept` blocks renumbered, else the reason.
+
+        Only a class whose blocks differ by index (Gemma 2's alternating sliding windows)
+        overrides it; elsewhere any subset of blocks renumbers into a stock backbone.
+        """
+        return None
+
+    @classmethod
+    def source_intermediate_dim(cls, backbone):
+        """The FFN units of a source `backbone` (its `intermediate_dim`, except for Gemma)."""
+        return backbone.intermediate_dim
 
     # === Serialization ===
 

@@ -10,6 +10,7 @@ SUPPORTED = {
     "LlamaBackbone": "keras_matta.hub.llama.MatLlamaBackbone",
     "Llama3Backbone": "keras_matta.hub.llama.MatLlamaBackbone",
     "QwenBackbone": "keras_matta.hub.llama.MatLlamaBackbone",
+    "GemmaBackbone": "keras_matta.hub.gemma.MatGemmaBackbone",
 }
 
 
@@ -39,21 +40,23 @@ def from_keras_hub(backbone, ta_intermediate_dim=None, ta_num_heads=None,
     or `N(0, std^2)` with `"random"`.
 
     Args:
-        backbone: a `keras_hub.models.GPT2Backbone`, `Llama3Backbone`, `LlamaBackbone` or
-            `QwenBackbone` (or a keras-hub CausalLM holding one).
-        ta_intermediate_dim: the TA's FFN width, at least `backbone.intermediate_dim`.
-            Defaults to the backbone's (the backbone is the TA).
+        backbone: a `keras_hub.models.GPT2Backbone`, `Llama3Backbone`, `LlamaBackbone`,
+            `QwenBackbone` or `GemmaBackbone` (or a keras-hub CausalLM holding one).
+        ta_intermediate_dim: the TA's FFN width in units, at least the backbone's
+            (`backbone.intermediate_dim`; for Gemma, whose `intermediate_dim` counts the gate
+            and up columns together, `backbone.intermediate_dim // 2`). Defaults to the
+            backbone's (the backbone is the TA).
         ta_num_heads: the TA's (query) heads, at least the backbone's; `None` (default)
-            keeps the heads un-nested. For Llama a multiple of the query heads per key/value
-            head; the TA's key/value heads keep that ratio.
+            keeps the heads un-nested. For Llama, Qwen and Gemma a multiple of the query heads
+            per key/value head; the TA's key/value heads keep that ratio.
         new_neurons: `"zero_output"` (default) or `"random"`.
         seed: seed of the new neurons' initial weights.
         name: name of the Mat model (default `"mat_<backbone name>"`).
 
     Returns:
-        A `MatGPT2Backbone` or `MatLlamaBackbone` (a Functional model with the backbone's
-        inputs and outputs; its decoder blocks are Mat layers named like keras-hub's,
-        `"transformer_layer_<i>"`).
+        A `MatGPT2Backbone`, `MatLlamaBackbone` or `MatGemmaBackbone` (a Functional model with
+        the backbone's inputs and outputs; its decoder blocks are Mat layers named like
+        keras-hub's, `"transformer_layer_<i>"`).
 
     Example:
 
@@ -83,10 +86,11 @@ def from_keras_hub(backbone, ta_intermediate_dim=None, ta_num_heads=None,
     mat_class = _mat_class(backbone)
     groups = _heads_per_group(backbone)
     student_heads = getattr(backbone, "num_heads", None) or backbone.num_query_heads
+    student_units = mat_class.source_intermediate_dim(backbone)
     if ta_intermediate_dim is None:
-        ta_intermediate_dim = backbone.intermediate_dim
-    _check_size("ta_intermediate_dim", ta_intermediate_dim, backbone.intermediate_dim,
-                "the backbone's intermediate_dim")
+        ta_intermediate_dim = student_units
+    _check_size("ta_intermediate_dim", ta_intermediate_dim, student_units,
+                "the backbone's FFN units")
     if ta_num_heads is not None:
         _check_size("ta_num_heads", ta_num_heads, student_heads, "the backbone's heads")
         if ta_num_heads % groups:
