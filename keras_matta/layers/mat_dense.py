@@ -122,9 +122,13 @@ class MatDense(MatLayer, keras.layers.Dense):
     @property
     def kernel(self):
         """The effective `(d_in, units)` kernel (copies combined for inference)."""
-        if self.majority == 1:
-            return super().kernel
-        return self._combined_kernel(training=False)
+        if self.majority > 1:
+            return self._combined_kernel(training=False)
+        if self.lora_enabled:
+            return super().kernel  # the LoRA factors merged in
+        # What `Dense.kernel` returns without LoRA or quantization (MatDense refuses the latter),
+        # read directly: torch.compile cannot trace `super().kernel` and runs the layer eagerly.
+        return self._kernel
 
     def _combined_kernel(self, training):
         return majority_lib.combine_copies(

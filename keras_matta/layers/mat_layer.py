@@ -1,5 +1,6 @@
 """The contract every Mat layer implements."""
 
+import keras
 from keras import ops
 
 from keras_matta.layer_width import resolve_layer_width
@@ -99,6 +100,10 @@ class MatLayer:
             self.__dict__["_declared_entries"] = entries  # call-time cache, never serialized
         entry = entries[name]
         value = entry.variable if value is None else value
+        if isinstance(value, keras.Variable):
+            # Its tensor (autocast as `Variable.__getitem__` would): torch.compile cannot trace
+            # indexing the variable object itself and falls back to eager for the whole layer.
+            value = value.value
         return nesting_lib.prefix(value, entry.axes, self.complete_width(width))
 
     def resolve_width(self, spec):

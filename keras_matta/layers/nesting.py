@@ -98,11 +98,15 @@ def prefix(value, axes, width):
     Dimensions absent from `width` keep their full size. Works on NumPy arrays and backend
     tensors alike (plain indexing).
     """
-    index = [slice(None)] * len(value.shape)
-    for axis, dimension in axes.items():
-        if dimension in width:
-            index[axis] = slice(0, width[dimension])
-    return value[tuple(index)]
+    cut = {axis: width[dimension] for axis, dimension in axes.items() if dimension in width}
+    if not cut:
+        return value
+    # Indexed from the end (axes are negative) behind an Ellipsis, so the rank is never read:
+    # reading a Keras variable's `.shape` breaks a torch.compile graph at every sliced weight.
+    trailing = [slice(None)] * -min(cut)
+    for axis, size in cut.items():
+        trailing[axis] = slice(0, size)
+    return value[(Ellipsis, *trailing)]
 
 
 def sliced_shape(entry, width):

@@ -119,3 +119,21 @@ def test_width_selection_is_not_reused_across_compiled_calls():
     assert full.shape == (5, 8) and small.shape == (5, 2) and again.shape == (5, 8)
     np.testing.assert_allclose(small, full[:, :2], atol=1e-6)
     np.testing.assert_allclose(again, full, atol=1e-6)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch.compile's graph capture")
+def test_sliced_call_is_one_torch_compile_graph():
+    # `fullgraph=True` raises on any graph break: slicing must not read a Keras variable's
+    # attributes or `super()` properties, which dynamo cannot trace (each broke the graph and
+    # fell back to eager for the rest of the layer).
+    import torch
+
+    layer = MatDense(16, activation="relu", bias_initializer="random_normal")
+    layer.build((None, 8))
+    kernel, bias = (to_numpy(w) for w in layer.weights)
+    x = np.random.randn(4, 3).astype("float32")
+    call = torch.compile(lambda inputs: layer.call(inputs, width=5), fullgraph=True)
+
+    y = to_numpy(call(torch.as_tensor(x)))
+
+    np.testing.assert_allclose(y, numpy_dense(x, kernel, bias, 3, 5, relu), atol=1e-6)
