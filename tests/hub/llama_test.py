@@ -32,6 +32,7 @@ def _inputs(batch=2, length=7):
     rng = np.random.default_rng(0)
     mask = np.ones((batch, length), "int32")
     mask[0, length - 3:] = 0
+    mask[-1, :2] = 0  # left padding: those queries see no key (keras-hub attends to nothing)
     return {"token_ids": rng.integers(0, VOCAB, (batch, length)).astype("int32"),
             "padding_mask": mask}
 
