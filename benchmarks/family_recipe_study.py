@@ -57,6 +57,14 @@ VARIANTS = {
     "sampled2_kd_only": {"num_sampled_widths": 2, "alpha": 0.0},
     "sampled1_ta_heavy": {"num_sampled_widths": 1, "beta": 2.0},
     "sampled1_gamma3": {"num_sampled_widths": 1, "gamma": 3.0},
+    # Controls for the TA's gap: the TA's terms alone (Students weighted 0), then one Student.
+    "ta_only": {"student_weights": [0.0, 0.0, 0.0], "num_sampled_widths": 0},
+    "one_student": {"student_widths": [0.25], "num_sampled_widths": 0},
+    "one_student_light": {"student_widths": [0.25], "student_weights": [0.25],
+                          "num_sampled_widths": 0},
+    # The TA's task loss weighted over the sum of the narrower members' terms.
+    "sampled1_beta4": {"num_sampled_widths": 1, "beta": 4.0},
+    "sampled1_beta8": {"num_sampled_widths": 1, "beta": 8.0},
 }
 
 
@@ -75,8 +83,10 @@ def _train(model, task_data, config, seed, title):
 
 
 def run(task, variants, seeds, steps, split, mixes, ffn_only=False, learning_rate=None,
-        separate_widths=SEPARATE_WIDTHS):
+        separate_widths=SEPARATE_WIDTHS, ta=None):
     config = preset(task, "full")
+    if ta:  # every arm at another TA size (the separate models scale with it)
+        config = dataclasses.replace(config, ta={**config.ta, **ta})
     if steps:
         config = dataclasses.replace(config, steps=steps)
     if learning_rate:
@@ -144,9 +154,15 @@ def summarize(task, rows):
     return out
 
 
+def _members(summary):
+    """Every member any arm evaluated: the uniform widths by size, then the mixes."""
+    members = {width: cell["params"] for arm in summary.values() for width, cell in arm.items()}
+    return sorted(members, key=lambda w: (w.startswith("mix"), members[w]))
+
+
 def print_table(task, summary):
     arms = list(summary)
-    widths = list(summary[arms[-1]])
+    widths = _members(summary)
     print(f"\n{task}: value (change vs separate; {'higher' if task == 'digits' else 'lower'} "
           "is better)")
     print("width".ljust(28) + "".join(a.ljust(22) for a in arms))
@@ -163,6 +179,15 @@ README_BEGIN = "<!-- family recipe study: generated, do not edit -->"
 README_END = "<!-- end of family recipe study -->"
 
 
+def _ta_size(payload):
+    """` at TA d=128, FFN 512` where a run changed the preset's TA size (`--ta`)."""
+    ta, preset_ta = payload.get("ta"), preset(payload["task"], "full").ta
+    if not ta or ta == preset_ta:
+        return ""
+    return (f" at TA d={ta['model_dim']}, FFN {ta['intermediate_dim']}" if payload["task"] == "lm"
+            else f" at TA {ta}")
+
+
 def markdown(payloads):
     """One table per task: every member's value and its change against separate training."""
     out = [README_BEGIN]
@@ -170,7 +195,8 @@ def markdown(payloads):
         summary, task = payload["summary"], payload["task"]
         arms = list(summary)
         out.append(
-            f"\n**{task}** ({payload['split']} split, {payload['steps']} steps, Adam, seeds "
+            f"\n**{task}**{_ta_size(payload)} ({payload['split']} split, {payload['steps']} "
+            "steps, Adam, seeds "
             f"{', '.join(map(str, payload['seeds']))}; "
             f"{'accuracy, higher' if task == 'digits' else 'bits/byte, lower'} is better; in "
             "brackets the change against the separately trained model of the same size, or the "
@@ -182,9 +208,10 @@ def markdown(payloads):
                    + "; ".join(legend) + ".\n")
         out.append("| member | params | " + " | ".join(arms) + " |")
         out.append("|---|---|" + "---|" * len(arms))
-        for width, cell in summary[arms[-1]].items():
+        for width in _members(summary):
             values = [summary[arm].get(width) for arm in arms]
-            out.append(f"| {width} | {cell['params'] / 1000:.1f}k | " + " | ".join(
+            params = next(v["params"] for v in values if v is not None)
+            out.append(f"| {width} | {params / 1000:.1f}k | " + " | ".join(
                 "" if v is None else
                 f"{v['mean']:.4f}" + ("" if arm == "separate" else f" ({v['delta']:+.4f})")
                 for arm, v in zip(arms, values)) + " |")
@@ -192,18 +219,22 @@ def markdown(payloads):
     return "\n".join(out)
 
 
-def merge(paths):
-    """The payloads of several runs of one task merged (rows deduplicated by arm, seed, width)."""
+def merge(paths, arms=None):
+    """The payloads of several runs of one task merged (rows deduplicated by arm, seed, width),
+    keeping the separate models and, if given, only `arms`."""
     payloads = [json.loads(pathlib.Path(p).read_text()) for p in paths]
     rows, seen = [], set()
     for payload in payloads:
         for row in payload["rows"]:
             key = (row["arm"], row["seed"], row["width"])
+            if arms and row["arm"] not in ("separate", *arms):
+                continue
             if key not in seen:
                 seen.add(key)
                 rows.append(row)
     first = payloads[0]
-    variants = {k: v for p in payloads for k, v in p["variants"].items()}
+    variants = {k: v for p in payloads for k, v in p["variants"].items()
+                if not arms or k in arms}
     return {**first, "variants": variants, "rows": rows,
             "seconds": sum(p["seconds"] for p in payloads),
             "summary": summarize(first["task"], rows)}
@@ -223,10 +254,14 @@ def main():
                         help="language model: nest only the FFN width (all heads everywhere)")
     parser.add_argument("--learning-rate", type=float, default=None,
                         help="peak learning rate of every arm (default: the demo's)")
+    parser.add_argument("--ta", type=json.loads, default=None, metavar="JSON",
+                        help='TA builder arguments over the preset\'s, e.g. \'{"model_dim": 128}\'')
     parser.add_argument("--separate-widths", nargs="+", type=float, default=SEPARATE_WIDTHS)
     parser.add_argument("--output", default=None)
     parser.add_argument("--merge", nargs="+", metavar="JSON",
                         help="merge these results of one task into --output instead of running")
+    parser.add_argument("--arms", nargs="+", default=None,
+                        help="with --merge: keep only these arms (and the separate models)")
     parser.add_argument("--readme", nargs="+", metavar="JSON",
                         help="write the tables of these results into README.md")
     args = parser.parse_args()
@@ -237,15 +272,15 @@ def main():
             readme.read_text(), markdown(payloads), README_BEGIN, README_END))
         return
     if args.merge:
-        payload = merge(args.merge)
+        payload = merge(args.merge, args.arms)
     else:
         start = time.perf_counter()
         config, rows = run(args.task, args.variants, args.seeds, args.steps, args.split,
                            not args.no_mixes, args.ffn_only, args.learning_rate,
-                           tuple(args.separate_widths))
+                           tuple(args.separate_widths), args.ta)
         payload = {
             "task": args.task, "split": args.split, "steps": config.steps, "seeds": args.seeds,
-            "ffn_only": args.ffn_only, "learning_rate": config.learning_rate,
+            "ffn_only": args.ffn_only, "learning_rate": config.learning_rate, "ta": config.ta,
             "variants": {v: VARIANTS[v] for v in args.variants},
             "backend": keras.backend.backend(), "seconds": time.perf_counter() - start,
             "summary": summarize(args.task, rows), "rows": rows,
