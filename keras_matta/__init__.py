@@ -21,6 +21,7 @@ from keras_matta.layers import MatDense
 from keras_matta.layers import MatLayer
 from keras_matta.layers import MatMultiHeadAttention
 from keras_matta.layers import MatTransformerBlock
+from keras_matta.memory import peak_memory
 from keras_matta.reorder import reorder
 from keras_matta.search import search  # the function; its pieces: `from keras_matta.search import`
 from keras_matta.training import MatTA

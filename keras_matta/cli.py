@@ -53,6 +53,7 @@ _EXAMPLES = {
     "search": "examples:\n  keras-matta search --model ta.keras --task digits --budget params=60k\n"
               "  keras-matta search --model ta.keras --task lm --budget latency_ms=5 "
               "--choices 0.25 0.5 0.75 1\n"
+              "  keras-matta search --model ta.keras --task lm --budget peak_memory_mb=2\n"
               "  keras-matta extract --model ta.keras --point matta_search/front.json:2 "
               "--output student.keras",
 }
@@ -61,11 +62,12 @@ _SEARCH = """\
 Searches the per-layer width specs of a saved TA (every nested layer at one of --choices,
 independently: Mix'n'Match) for the Pareto front of quality against cost under a budget.
 Quality is measured on the validation split (accuracy for classification, bits per byte for a
-byte language model); cost is params, flops (counted) or latency_ms (the extracted model's
-median time per batch on this backend). Small spaces are searched exhaustively, large ones by
-a seeded evolutionary search. With --drop-blocks each transformer block may also be dropped
-(elastic depth), so the front trades depth as well as width. Prints the front as a table and
-writes front.json and front.png (quality against cost, the uniform widths marked) to
+byte language model); cost is params, flops, peak_memory_mb (counted; the memory of one
+served batch: weights and the largest set of live activations) or latency_ms (the extracted
+model's median time per batch on this backend). Small spaces are searched exhaustively, large
+ones by a seeded evolutionary search. With --drop-blocks each transformer block may also be
+dropped (elastic depth), so the front trades depth as well as width. Prints the front as a table
+and writes front.json and front.png (quality against cost, the uniform widths marked) to
 --output-dir. Every measurement is appended to --output-dir/cache.jsonl: interrupt with Ctrl-C
 and run the same command again to resume."""
 
@@ -212,8 +214,8 @@ def build_parser():
     search.add_argument("--model", required=True, help="the TA's .keras file")
     _data_arguments(search, "the data to search on")
     search.add_argument("--budget", type=parse_budget,
-                        help="a bound on one cost: params=2M, flops=500k or latency_ms=1.5 "
-                             "(default: none, the whole front)")
+                        help="a bound on one cost: params=2M, flops=500k, peak_memory_mb=4 or "
+                             "latency_ms=1.5 (default: none, the whole front)")
     search.add_argument("--objective",
                         help="a metric: accuracy or loss (classification), bits_per_byte or "
                              "loss (language model); default: accuracy / bits_per_byte")
@@ -233,8 +235,8 @@ def build_parser():
     search.add_argument("--proxy-steps", type=_positive_int,
                         help="rank candidates on this many batches, confirm the front on all")
     search.add_argument("--batch-size", type=_positive_int,
-                        help="evaluation batch, and the batch latency is timed at (default: "
-                             "64 MLP, 32 transformer)")
+                        help="evaluation batch, and the batch latency is timed and the peak "
+                             "memory counted at (default: 64 MLP, 32 transformer)")
     search.add_argument("--split", choices=("validation", "test"), default="validation",
                         help="split to search on (default: validation)")
     search.add_argument("--output-dir", default="matta_search",
@@ -262,8 +264,8 @@ def parse_budget(text):
         bound = math.nan
     if not sep or not name.strip() or not bound > 0:
         raise argparse.ArgumentTypeError(
-            f"invalid budget {text!r}: use COST=NUMBER, such as params=2M, flops=500k or "
-            "latency_ms=1.5")
+            f"invalid budget {text!r}: use COST=NUMBER, such as params=2M, flops=500k, "
+            "peak_memory_mb=4 or latency_ms=1.5")
     return {name.strip(): bound}
 
 

@@ -1,5 +1,10 @@
-"""`cost`: parameters and FLOPs of a nested width, computed without extracting it."""
+"""`cost`: parameters and FLOPs of a nested width, computed without extracting it.
 
+`trace` is the walk behind it: every node of the served forward pass on symbolic tensors, which
+`keras_matta.peak_memory` reads too.
+"""
+
+import dataclasses
 import math
 import re
 
@@ -44,35 +49,104 @@ def cost(model, widths=None, input_shape=None):
     assert keras_matta.cost(model, 0.25)["params"] == student.count_params()
     ```
     """
+    totals = {"params": 0, "flops": 0}
+    for step in trace(model, widths, input_shape):
+        totals["params"] += step.params
+        totals["flops"] += step.flops
+    return totals
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One node of a served forward pass, as `trace` replays it.
+
+    Attributes:
+        operation: the layer (a Mat layer, a stock layer) or stateless op computed.
+        width: the Mat layer's `{dimension: int}`, or `None` for any other operation.
+        inputs: the symbolic tensors it reads (every `KerasTensor` of its arguments).
+        outputs: the symbolic tensors it returns.
+        params: the parameters it adds (0 for a layer already counted at an earlier call).
+        flops: the FLOPs of its matrix products (see `cost`).
+    """
+
+    operation: object
+    width: object
+    inputs: tuple
+    outputs: tuple
+    params: int
+    flops: int
+
+
+def trace(model, widths=None, input_shape=None, batch_size=1):
+    """The nodes of `model` at `widths`, in the order a forward pass computes them.
+
+    The one counting walk (`graph.walk_widths` on symbolic tensors; nothing is built or run):
+    `cost` sums its parameters and FLOPs, `keras_matta.peak_memory` reads which tensor each
+    node reads and writes. A block that elastic depth drops is no node: its input passes through.
+
+    Args:
+        model: a Sequential or Functional model (Mat layers optional), or a `MatTA`.
+        widths: a width spec, or `None` (full width).
+        input_shape: per-example input shape, where the model's has unknown dimensions.
+        batch_size: the batch dimension of the symbolic inputs (FLOPs are summed over it).
+
+    Returns:
+        A list of `Step`s; the graph's input tensors are the `inputs` no step wrote.
+
+    Example:
+
+    ```python
+    from keras_matta.cost import trace
+
+    model = keras.Sequential([keras.Input((16,)), keras_matta.MatDense(64, name="hidden"),
+                              keras_matta.MatDense(10, nested=False, name="logits")])
+    steps = trace(model, 0.25, batch_size=8)
+    assert [step.operation.name for step in steps] == ["hidden", "logits"]
+    assert steps[0].width == {"units": 16} and steps[0].outputs[0].shape == (8, 16)
+    assert sum(step.params for step in steps) == keras_matta.cost(model, 0.25)["params"]
+    ```
+    """
     model = graph_lib.unwrap(model)
     has_mat_layers = bool(widths_lib.mat_layers(model))
     resolved = widths_lib.resolve_widths(model, widths) if has_mat_layers else {}
     graph = graph_lib.functional_graph(model)
-    inputs = _example_inputs(graph, input_shape)
-    totals = {"params": 0, "flops": 0}
+    inputs = _example_inputs(graph, input_shape, batch_size)
+    steps = []
     counted = set()
+
+    def record(operation, width, args, kwargs, outputs, params, flops):
+        steps.append(Step(operation, width, _tensors((args, kwargs)), _tensors(outputs),
+                          params, flops))
+        return outputs
 
     def count_mat(layer, width, *args, **kwargs):
         first_shape = tuple(args[0].shape)
-        totals["params"] += layer.param_count(width, first_shape[-1])
-        totals["flops"] += layer.matmul_flops(width, first_shape)
         saved = layer.selected_width
         layer._select_width(width)
         try:
-            return layer.compute_output_spec(*args, **kwargs)
+            outputs = layer.compute_output_spec(*args, **kwargs)
         finally:
             layer._select_width(saved)
+        return record(layer, width, args, kwargs, outputs,
+                      layer.param_count(width, first_shape[-1]),
+                      layer.matmul_flops(width, first_shape))
 
     def count_stock(operation, *args, **kwargs):
+        params = 0
         if isinstance(operation, keras.layers.Layer) and id(operation) not in counted:
             counted.add(id(operation))
-            totals["params"] += operation.count_params() if operation.weights else 0
-        totals["flops"] += stock_matmul_flops(operation, *args, **kwargs)
-        return operation.compute_output_spec(*args, **kwargs)
+            params = operation.count_params() if operation.weights else 0
+        return record(operation, None, args, kwargs,
+                      operation.compute_output_spec(*args, **kwargs), params,
+                      stock_matmul_flops(operation, *args, **kwargs))
 
     # Dropped blocks (elastic depth) are skipped by the walker, as `extract` skips them.
     graph_lib.walk_widths(graph, inputs, resolved, count_mat, count_stock)
-    return totals
+    return steps
+
+
+def _tensors(structure):
+    return tuple(t for t in keras.tree.flatten(structure) if isinstance(t, keras.KerasTensor))
 
 
 def stock_matmul_flops(layer, *args, **kwargs):
@@ -118,7 +192,7 @@ def einsum_flops(equation, input_shape, kernel_shape):
     return 2 * math.prod(sizes.values())
 
 
-def _example_inputs(graph, input_shape):
+def _example_inputs(graph, input_shape, batch_size=1):
     shapes = input_shape
     if shapes is not None and len(graph.inputs) == 1:
         shapes = [shapes]
@@ -130,5 +204,5 @@ def _example_inputs(graph, input_shape):
                 f"Input '{tensor.name}' of '{graph.name}' has shape {tensor.shape} with unknown "
                 "dimensions; pass `input_shape=` (per example, without the batch dimension)."
             )
-        placeholders.append(keras.KerasTensor((1,) + shape, dtype=tensor.dtype))
+        placeholders.append(keras.KerasTensor((batch_size,) + shape, dtype=tensor.dtype))
     return placeholders

@@ -27,8 +27,8 @@ def search(model_path, source, output_dir, budget=None, objective=None, choices=
             (byte language model, computed as in `keras-matta evaluate`).
         choices: the per-layer widths (default `(0.25, 0.5, 0.75, 1.0)`).
         strategy, max_evaluations, seed, proxy_steps: as in `keras_matta.search`.
-        batch_size: the evaluation batch and the batch latency is timed at (default: the
-            preset's training batch size).
+        batch_size: the evaluation batch, and the batch latency is timed and the peak
+            memory counted at (default: the preset's training batch size).
         split: the split to search on (`validation`: keep `test` for the final report).
         mode: the preset whose evaluation sizes are used (`quick` evaluates fewer windows).
         data_seed: the split seed of the data (as used when training).

@@ -1,12 +1,14 @@
-"""What a width spec costs: parameters, FLOPs, and measured latency of the extracted model."""
+"""What a width spec costs: parameters, FLOPs and peak memory (counted), latency (measured)."""
 
 import statistics
 import time
 
 from keras_matta.cost import cost as count_cost
 from keras_matta.extract import extract
+from keras_matta.memory import peak_memory
 
-COSTS = ("params", "flops", "latency_ms")
+COSTS = ("params", "flops", "peak_memory_mb", "latency_ms")
+MEBIBYTE = 2**20  # what Keras' `model.summary()` calls a MB
 
 
 def counted_costs(model, widths, input_shape=None):
@@ -31,6 +33,35 @@ def counted_costs(model, widths, input_shape=None):
     ```
     """
     return count_cost(model, widths, input_shape=input_shape)
+
+
+def peak_memory_mb(model, widths, batch_size, input_shape=None):
+    """Peak memory of one served call of `extract(model, widths)` on `batch_size` examples, in MB.
+
+    Counted, not measured: `keras_matta.peak_memory` (weights plus the largest set of live
+    activations), divided by `MEBIBYTE` (2**20 bytes, the MB of Keras' `model.summary()`).
+
+    Args:
+        model: the TA.
+        widths: a width spec.
+        batch_size: the batch served.
+        input_shape: per-example input shape, where the model's has unknown dimensions.
+
+    Returns:
+        A float, in MB.
+
+    Example:
+
+    ```python
+    from keras_matta.search.costs import peak_memory_mb
+
+    ta = keras.Sequential([keras.Input((16,)), keras_matta.MatDense(64, name="hidden"),
+                           keras_matta.MatDense(10, nested=False)])
+    # 442 float32 weights; at batch 8 the input and the hidden layer (8 x 16 each) peak.
+    assert peak_memory_mb(ta, {"hidden": 16}, 8) == (4 * 442 + 4 * 2 * 8 * 16) / 2**20
+    ```
+    """
+    return peak_memory(model, widths, batch_size, input_shape)["peak_bytes"] / MEBIBYTE
 
 
 def latency_ms(model, widths, batch, repeats=10, warmup=2):

@@ -29,7 +29,8 @@ class Point:
         widths: `{layer_name: {dimension: int}}`, for `keras_matta.extract`.
         quality: the objective on the whole validation data (or on the proxy subset where
             `exact` is False).
-        costs: `{"params": int, "flops": int}` and `"latency_ms"` where measured.
+        costs: `{"params": int, "flops": int}`, and `"peak_memory_mb"` and `"latency_ms"`
+            where the search needs them.
         exact: whether `quality` was measured on the whole data.
         uniform: the shared choice (such as `0.25`) when every layer is at it, else `None`.
     """
@@ -95,11 +96,13 @@ def search(model, data, budget=None, objective="loss", maximize=None, cost=None,
 
     Every nested Mat layer takes one of `choices` independently (Mix'n'Match); a candidate's
     quality is `objective` on `data`, run at its widths (`WidthScope`, equal to the extracted
-    model); its costs are counted (`params`, `flops`: `keras_matta.cost`) or measured
-    (`latency_ms`: the extracted stock model's median time per batch of `batch_size` on this
-    backend). The front keeps the candidates within `budget` that no other beats on both
-    quality and `cost`. With `drop_blocks=True` each residual block may also be dropped
-    (elastic depth), so the front trades depth as well as width.
+    model); its costs are counted (`params`, `flops`: `keras_matta.cost`; `peak_memory_mb`:
+    `keras_matta.peak_memory` of one served batch of `batch_size`, weights and the largest set
+    of live activations, in MB of 2**20 bytes) or measured (`latency_ms`: the extracted stock
+    model's median time per batch of `batch_size` on this backend). The front keeps the
+    candidates within `budget` that no other beats on both quality and `cost`. With
+    `drop_blocks=True` each residual block may also be dropped (elastic depth), so the front
+    trades depth as well as width.
 
     - `strategy="exhaustive"` measures every candidate within the budget; `"evolutionary"`
       measures at most `max_evaluations` (`strategies.evolutionary`: parents drawn from the
@@ -120,8 +123,8 @@ def search(model, data, budget=None, objective="loss", maximize=None, cost=None,
             name as `objective` it must be compiled with that metric.
         data: validation data: `(x, y)` or `(x, y, sample_weight)` arrays, or a dataset of
             batches, as `Model.evaluate` accepts.
-        budget: `{cost_name: bound}` with one of `"params"`, `"flops"`, `"latency_ms"`, or
-            `None` (no bound).
+        budget: `{cost_name: bound}` with one of `"params"`, `"flops"`, `"peak_memory_mb"`,
+            `"latency_ms"`, or `None` (no bound).
         objective: a key of `model.evaluate(..., return_dict=True)` (`"loss"`, `"accuracy"`),
             or a function `objective(model, data) -> float` called inside
             `WidthScope(model, widths)` with `data` as given (or its proxy subset).
@@ -137,7 +140,8 @@ def search(model, data, budget=None, objective="loss", maximize=None, cost=None,
         max_evaluations: the most candidates measured by the evolutionary search.
         population: candidates per generation of the evolutionary search.
         seed: seeds the evolutionary search.
-        batch_size: the batch size for arrays, and the batch latency is measured at.
+        batch_size: the batch size for arrays, and the batch latency and peak memory are
+            measured and counted at.
         proxy_steps: rank candidates on this many batches, then confirm the front on all.
         cache: a file of finished measurements (resumable), or `None`.
         latency_repeats: timed calls per latency measurement (their median is kept).
@@ -221,13 +225,21 @@ def search(model, data, budget=None, objective="loss", maximize=None, cost=None,
         model, objective, maximize, batch_size, proxy_steps, latency_repeats))
     example = search_data.first_batch() if "latency_ms" in needed else None
 
+    known_costs = {}  # candidate -> costs: each is asked for several times, walked once
+
     def costs_of(candidate):
+        if candidate in known_costs:
+            return dict(known_costs[candidate])
         widths = space.spec(candidate)
         values = costs_lib.counted_costs(model, widths, input_shape)
+        if "peak_memory_mb" in needed:
+            values["peak_memory_mb"] = costs_lib.peak_memory_mb(model, widths, batch_size,
+                                                                input_shape)
         if "latency_ms" in needed:
             values["latency_ms"] = _cached(store, "latency_ms", widths, lambda: (
                 costs_lib.latency_ms(model, widths, example, repeats=latency_repeats)))
-        return values
+        known_costs[candidate] = values
+        return dict(values)
 
     def quality_of(candidate, exact):
         widths = space.spec(candidate)

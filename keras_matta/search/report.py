@@ -7,6 +7,8 @@ reads a point's widths back from that JSON.
 import json
 import pathlib
 
+from keras_matta.search.costs import COSTS
+
 
 def table(result):
     """The front (and the uniform models) as a fixed-width text table.
@@ -29,8 +31,7 @@ def table(result):
     assert "mix(hidden=16)" in report.table(result)
     ```
     """
-    costs = [c for c in ("params", "flops", "latency_ms") if c in (result.front or
-                                                                    result.uniform)[0].costs]
+    costs = [c for c in COSTS if c in (result.front or result.uniform)[0].costs]
     header = ["#", "widths", result.objective, *costs, "uniform"]
     rows = [[str(i), p.label, f"{p.quality:.4f}", *(_number(p.costs[c]) for c in costs),
              "" if p.uniform is None else f"{p.uniform:g}"] for i, p in enumerate(result.front)]

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 from helpers import run_cli
 
+import keras_matta
 from keras_matta.study import models
 
 
@@ -47,3 +48,24 @@ def test_search_writes_the_front_and_extract_takes_a_point(tmp_path, capsys):
     # --drop-blocks reaches the search: an MLP has no block to drop (one line, exit 2).
     status, _, err = run_cli(argv + ["--drop-blocks"], capsys)
     assert status == 2 and "`drop_blocks=True`, but model 'ta' has no droppable block" in err
+
+
+def test_search_takes_a_peak_memory_budget(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 6)).astype("float32")
+    data_path = tmp_path / "toy.npz"
+    np.savez(data_path, x=x, y=(x[:, 0] > 0.5).astype("int32"))
+    ta_path, out_dir = tmp_path / "ta.keras", tmp_path / "search"
+    ta = models.mlp_classifier(16, input_shape=(6,), num_classes=2, name="ta")
+    ta.save(ta_path)
+    # Half width at a batch of 16 fits (in MB of 2**20 bytes); the full model does not.
+    bound = keras_matta.peak_memory(ta, 0.5, batch_size=16)["peak_bytes"] / 2**20
+    assert keras_matta.peak_memory(ta, 1.0, batch_size=16)["peak_bytes"] / 2**20 > bound
+    status, out, err = run_cli(["search", "--model", str(ta_path), "--data", str(data_path),
+                                "--budget", f"peak_memory_mb={bound!r}", "--batch-size", "16",
+                                "--choices", "0.5", "1", "--output-dir", str(out_dir)], capsys)
+    assert status == 0, err
+    front = json.loads((out_dir / "front.json").read_text())
+    assert front["cost"] == "peak_memory_mb" and front["front"]
+    assert all(p["peak_memory_mb"] <= bound for p in front["front"])
+    assert "peak_memory_mb" in out
