@@ -53,7 +53,8 @@ _EXAMPLES = {
     "search": "examples:\n  keras-matta search --model ta.keras --task digits --budget params=60k\n"
               "  keras-matta search --model ta.keras --task lm --budget latency_ms=5 "
               "--choices 0.25 0.5 0.75 1\n"
-              "  keras-matta search --model ta.keras --task lm --budget peak_memory_mb=2\n"
+              "  keras-matta search --model ta.keras --task lm --budget peak_memory_mb=2 "
+              "--proxy sensitivity\n"
               "  keras-matta extract --model ta.keras --point matta_search/front.json:2 "
               "--output student.keras",
 }
@@ -232,8 +233,13 @@ def build_parser():
     search.add_argument("--max-evaluations", type=_positive_int, default=200,
                         help="the most candidates the evolutionary search measures (default: "
                              "200)")
+    search.add_argument("--proxy", choices=("subset", "sensitivity"),
+                        help="rank candidates cheaply, then confirm the front on all the data: "
+                             "subset (each on --proxy-steps batches) or sensitivity (predicted "
+                             "from each layer's narrowings alone; a few exact evaluations per "
+                             "cost range); default: none, or subset with --proxy-steps")
     search.add_argument("--proxy-steps", type=_positive_int,
-                        help="rank candidates on this many batches, confirm the front on all")
+                        help="the batches a proxy ranks or calibrates on")
     search.add_argument("--batch-size", type=_positive_int,
                         help="evaluation batch, and the batch latency is timed and the peak "
                              "memory counted at (default: 64 MLP, 32 transformer)")
@@ -309,7 +315,8 @@ def _run(args):
         commands.search(
             args.model, source, args.output_dir, budget=args.budget, objective=args.objective,
             choices=args.choices, strategy=args.strategy, max_evaluations=args.max_evaluations,
-            seed=args.seed, proxy_steps=args.proxy_steps, batch_size=args.batch_size,
+            seed=args.seed, proxy=args.proxy, proxy_steps=args.proxy_steps,
+            batch_size=args.batch_size,
             split=args.split, mode=mode, data_seed=args.data_seed, resume=not args.restart,
             drop_blocks=args.drop_blocks)
         return

@@ -15,7 +15,8 @@ from keras_matta.study import runs
 
 def search(model_path, source, output_dir, budget=None, objective=None, choices=None,
            strategy="auto", max_evaluations=200, seed=0, proxy_steps=None, batch_size=None,
-           split="validation", mode="default", data_seed=0, resume=True, drop_blocks=False):
+           split="validation", mode="default", data_seed=0, resume=True, drop_blocks=False,
+           proxy=None):
     """The Pareto front of the saved TA's width specs on `source`'s `split` (`keras_matta.search`).
 
     Args:
@@ -26,7 +27,7 @@ def search(model_path, source, output_dir, budget=None, objective=None, choices=
         objective: a metric name; default `accuracy` (classification) or `bits_per_byte`
             (byte language model, computed as in `keras-matta evaluate`).
         choices: the per-layer widths (default `(0.25, 0.5, 0.75, 1.0)`).
-        strategy, max_evaluations, seed, proxy_steps: as in `keras_matta.search`.
+        strategy, max_evaluations, seed, proxy, proxy_steps: as in `keras_matta.search`.
         batch_size: the evaluation batch, and the batch latency is timed and the peak
             memory counted at (default: the preset's training batch size).
         split: the split to search on (`validation`: keep `test` for the final report).
@@ -67,7 +68,7 @@ def search(model_path, source, output_dir, budget=None, objective=None, choices=
         model, data, budget=budget, objective=objective, maximize=maximize,
         choices=choices or (0.25, 0.5, 0.75, 1.0), strategy=strategy,
         max_evaluations=max_evaluations, seed=seed, batch_size=batch_size,
-        proxy_steps=proxy_steps, cache=cache, drop_blocks=drop_blocks)
+        proxy=proxy, proxy_steps=proxy_steps, cache=cache, drop_blocks=drop_blocks)
     search_report.write_json(result, output_dir / "front.json", model=str(model_path),
                              data=str(source), split=split, backend=keras.backend.backend())
     search_report.plot(result, output_dir / "front.png")

@@ -13,10 +13,13 @@ from keras_matta.search import strategies
 from keras_matta.search.cache import EvaluationCache
 from keras_matta.search.data import SearchData
 from keras_matta.search.pareto import pareto_front
+from keras_matta.search.sensitivity import AdditiveSensitivity
+from keras_matta.search.sensitivity import best_per_cost_bucket
 from keras_matta.search.space import DEFAULT_CHOICES
 from keras_matta.search.space import SearchSpace
 
 STRATEGIES = ("auto", "exhaustive", "evolutionary")
+PROXIES = ("subset", "sensitivity")
 # A metric whose name contains one of these is minimised when `maximize` is not given.
 _LOWER_IS_BETTER = ("loss", "error", "crossentropy", "perplexity", "bits")
 
@@ -27,8 +30,8 @@ class Point:
 
     Attributes:
         widths: `{layer_name: {dimension: int}}`, for `keras_matta.extract`.
-        quality: the objective on the whole validation data (or on the proxy subset where
-            `exact` is False).
+        quality: the objective on the whole validation data (where `exact` is False: on the
+            proxy subset, or predicted from per-layer sensitivities).
         costs: `{"params": int, "flops": int}`, and `"peak_memory_mb"` and `"latency_ms"`
             where the search needs them.
         exact: whether `quality` was measured on the whole data.
@@ -58,7 +61,7 @@ class SearchResult:
         front: the Pareto front within the budget, cheapest first (exact qualities).
         uniform: every uniform model (within the budget or not), cheapest first.
         measured: every candidate measured, in order (proxy qualities where a proxy was used).
-        objective, maximize, cost, budget, strategy: the settings.
+        objective, maximize, cost, budget, strategy, proxy: the settings.
     """
 
     front: list
@@ -69,6 +72,7 @@ class SearchResult:
     cost: str
     budget: dict
     strategy: str
+    proxy: object = None
 
     def best(self):
         """The best-quality point of the front (it satisfies the budget)."""
@@ -82,7 +86,7 @@ class SearchResult:
 
     def to_dict(self):
         return {"objective": self.objective, "maximize": self.maximize, "cost": self.cost,
-                "budget": self.budget, "strategy": self.strategy,
+                "budget": self.budget, "strategy": self.strategy, "proxy": self.proxy,
                 "front": [p.to_dict() for p in self.front],
                 "uniform": [p.to_dict() for p in self.uniform],
                 "measured": [p.to_dict() for p in self.measured]}
@@ -91,7 +95,8 @@ class SearchResult:
 def search(model, data, budget=None, objective="loss", maximize=None, cost=None,
            choices=DEFAULT_CHOICES, strategy="auto", max_evaluations=200, population=16,
            seed=0, batch_size=32, proxy_steps=None, cache=None, latency_repeats=10,
-           input_shape=None, verbose=1, drop_blocks=False):
+           input_shape=None, verbose=1, drop_blocks=False, proxy=None, proxy_buckets=8,
+           proxy_top=2):
     """The Pareto front of quality against cost over the width specs of a trained Mat model.
 
     Every nested Mat layer takes one of `choices` independently (Mix'n'Match); a candidate's
@@ -108,9 +113,20 @@ def search(model, data, budget=None, objective="loss", maximize=None, cost=None,
       measures at most `max_evaluations` (`strategies.evolutionary`: parents drawn from the
       front, crossover and one-step mutations, seeded); `"auto"` is exhaustive when the space
       has at most `max_evaluations` candidates.
-    - With `proxy_steps`, candidates are ranked on the first `proxy_steps` batches and only the
-      proxy front and the uniform models are measured again on the whole data; the returned
-      front is computed from those exact values.
+    - With `proxy="subset"` (or `proxy_steps` alone), candidates are ranked on the first
+      `proxy_steps` batches and only the proxy front and the uniform models are measured again
+      on the whole data; the returned front is computed from those exact values.
+    - With `proxy="sensitivity"`, no candidate is evaluated during the search: each is ranked
+      by the additive prediction `q_hat(c) = q(c*) + sum_l [q(c*[l <- c_l]) - q(c*)]`
+      (`sensitivity.AdditiveSensitivity`; `c*` is every layer at its largest choice, `c*[l <-
+      j]` narrows layer `l` alone), from `1 + sum_l (n_l - 1)` evaluations on the first
+      `proxy_steps` batches (all of `data` when `proxy_steps` is None, so that every one-layer
+      narrowing is predicted exactly). The searched candidates, sorted by cost, are then cut
+      into `proxy_buckets` groups of equal count, and the `proxy_top` best predicted of each,
+      with the uniform models, are evaluated exactly on the whole data: at most
+      `proxy_buckets * proxy_top + len(choices)` exact evaluations besides the calibration
+      ones, whatever the size of the space. The returned front is computed from those exact
+      values; `.measured` holds the predictions.
     - With `cache` (a file path), every finished measurement is appended to the file at once:
       stop the search at any moment (Ctrl-C) and call again with the same arguments to resume;
       nothing finished is measured twice and the seeded search takes the same path.
@@ -142,7 +158,8 @@ def search(model, data, budget=None, objective="loss", maximize=None, cost=None,
         seed: seeds the evolutionary search.
         batch_size: the batch size for arrays, and the batch latency and peak memory are
             measured and counted at.
-        proxy_steps: rank candidates on this many batches, then confirm the front on all.
+        proxy_steps: the batches a proxy ranks (`"subset"`) or calibrates (`"sensitivity"`)
+            on; the front is confirmed on all of `data`.
         cache: a file of finished measurements (resumable), or `None`.
         latency_repeats: timed calls per latency measurement (their median is kept).
         input_shape: per-example input shape, where the model's has unknown dimensions.
@@ -151,6 +168,10 @@ def search(model, data, budget=None, objective="loss", maximize=None, cost=None,
             decoder blocks) also gets the choice `{"depth": 0}` (dropped), its smallest; see
             `SearchSpace`. Candidates keep at least one block; the uniform models are the
             undropped ones. `keras_matta.block_importance` shows which blocks matter least.
+        proxy: `None` (every candidate evaluated on all of `data`), `"subset"` or
+            `"sensitivity"` (see above). `None` with `proxy_steps` means `"subset"`.
+        proxy_buckets: the cost ranges whose best predictions `"sensitivity"` confirms.
+        proxy_top: the predictions confirmed per cost range.
 
     Returns:
         A `SearchResult`: `.front` (the Pareto points, cheapest first, each with `.widths` for
@@ -208,9 +229,17 @@ def search(model, data, budget=None, objective="loss", maximize=None, cost=None,
     cost = _cost_name(cost, budget)
     if strategy not in STRATEGIES:
         raise ValueError(f"`strategy` must be one of {STRATEGIES}; got {strategy!r}.")
+    if proxy is None and proxy_steps is not None:
+        proxy = "subset"
+    if proxy is not None and proxy not in PROXIES:
+        raise ValueError(f"`proxy` must be None or one of {PROXIES}; got {proxy!r}.")
+    if proxy == "subset" and proxy_steps is None:
+        raise ValueError("`proxy='subset'` ranks candidates on the first `proxy_steps` batches: "
+                         "give `proxy_steps` (a positive int).")
     for name, value in (("max_evaluations", max_evaluations), ("population", population),
                         ("batch_size", batch_size), ("latency_repeats", latency_repeats),
-                        ("proxy_steps", 1 if proxy_steps is None else proxy_steps)):
+                        ("proxy_steps", 1 if proxy_steps is None else proxy_steps),
+                        ("proxy_buckets", proxy_buckets), ("proxy_top", proxy_top)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ValueError(f"`{name}` must be a positive int; got {value!r}.")
     if strategy == "auto":
@@ -244,7 +273,13 @@ def search(model, data, budget=None, objective="loss", maximize=None, cost=None,
     def quality_of(candidate, exact):
         widths = space.spec(candidate)
         kind, part = ("quality", search_data) if exact else ("proxy_quality", proxy_data)
-        return _cached(store, kind, widths, lambda: _quality(model, widths, objective, part))
+
+        def compute():
+            if progress is not None and proxy == "sensitivity":  # counts evaluations run
+                progress.add(1)
+            return _quality(model, widths, objective, part)
+
+        return _cached(store, kind, widths, compute)
 
     def check_budget():
         if not budget:
@@ -264,14 +299,28 @@ def search(model, data, budget=None, objective="loss", maximize=None, cost=None,
     check_budget()
 
     # === The search ===
-    progress = _Progress(space.size if strategy == "exhaustive" else max_evaluations,
-                         verbose) if verbose else None
+    uniform = space.uniform()
+    if proxy == "sensitivity":  # exact evaluations only: the calibration, then confirmations
+        target = sum(space.sizes) - len(space.sizes) + 1 + proxy_buckets * proxy_top \
+            + len(uniform)
+    else:
+        target = space.size if strategy == "exhaustive" else max_evaluations
+    progress = _Progress(target, verbose) if verbose else None
     sign = 1.0 if maximize else -1.0
-    exact_search = proxy_steps is None
+    exact_search = proxy is None
+    predictor = None
+    if proxy == "sensitivity":
+        predictor = AdditiveSensitivity(
+            space.sizes, lambda c: quality_of(c, exact=proxy_steps is None), space.is_valid)
+
+    def ranked_quality(candidate):
+        if predictor is not None:  # a sum: no model runs
+            return predictor.predict(candidate)
+        return quality_of(candidate, exact=exact_search)
 
     def measure(candidate):
-        quality = quality_of(candidate, exact=exact_search)
-        if progress is not None:
+        quality = ranked_quality(candidate)
+        if progress is not None and predictor is None:
             progress.add(1)
         return costs_of(candidate)[cost], sign * quality
 
@@ -279,37 +328,42 @@ def search(model, data, budget=None, objective="loss", maximize=None, cost=None,
         if not space.is_valid(candidate):  # drops every block: not a model, not counted
             return False
         fits = _within(costs_of(candidate), budget)
-        if not fits and progress is not None and strategy == "exhaustive":
+        if not fits and progress is not None and strategy == "exhaustive" and not predictor:
             progress.add(1)
         return fits
 
-    uniform = space.uniform()
     if strategy == "exhaustive":
         measured = strategies.exhaustive(space.sizes, feasible, measure)
     else:
         measured = strategies.evolutionary(
             space.sizes, feasible, measure, max_evaluations, seed=seed, population=population,
             initial=list(uniform.values()))
-    if progress is not None:  # the evolution may stop early: close the bar at its count
-        progress.update(progress.target, finalize=True)
 
     # === The front, on exact qualities ===
     def point(candidate, exact=True):
         label = next((u for u, c in uniform.items() if c == candidate), None)
-        return Point(space.spec(candidate), quality_of(candidate, exact), costs_of(candidate),
-                     exact, label)
+        quality = quality_of(candidate, exact) if exact else ranked_quality(candidate)
+        return Point(space.spec(candidate), quality, costs_of(candidate), exact, label)
 
     measured_points = [point(c, exact_search) for c in measured]
     front_of = lambda points: [points[i] for i in pareto_front(  # noqa: E731
         [p.costs[cost] for p in points], [sign * p.quality for p in points])]
     front = front_of(measured_points)
-    if not exact_search:
-        front = front_of([point(space.candidate(p.widths)) for p in front]
-                         + [point(c) for c in uniform.values()
-                            if _within(costs_of(c), budget)])
+    if proxy == "subset":
+        confirmed = [space.candidate(p.widths) for p in front]
+    elif proxy == "sensitivity":
+        confirmed = best_per_cost_bucket(measured, lambda c: costs_of(c)[cost],
+                                         lambda c: sign * predictor.predict(c),
+                                         proxy_buckets, proxy_top)
+    if proxy is not None:
+        fitting_uniform = [c for c in uniform.values()
+                           if _within(costs_of(c), budget) and c not in confirmed]
+        front = front_of([point(c) for c in confirmed + fitting_uniform])
     uniform_points = sorted((point(c) for c in uniform.values()), key=lambda p: p.costs[cost])
+    if progress is not None:  # the evolution may stop early: close the bar at its count
+        progress.update(progress.target, finalize=True)
     return SearchResult(front, uniform_points, measured_points, _name(objective), maximize,
-                        cost, budget, strategy)
+                        cost, budget, strategy, proxy)
 
 
 class _Progress:

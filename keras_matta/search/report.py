@@ -44,7 +44,8 @@ def table(result):
     within = "within the budget" if result.budget else "no budget"
     best = result.best_uniform()
     lines.append(f"Pareto front: {len(result.front)} of {len(result.measured)} measured "
-                 f"({result.strategy}, {within}"
+                 f"({result.strategy}, "
+                 + (f"{result.proxy} proxy, " if result.proxy else "") + f"{within}"
                  + "".join(f", {k} <= {_number(v)}" for k, v in result.budget.items()) + ").")
     if best is not None:
         lines.append(f"Best uniform width within the budget: {best.uniform:g} "

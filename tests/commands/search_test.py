@@ -50,7 +50,7 @@ def test_search_writes_the_front_and_extract_takes_a_point(tmp_path, capsys):
     assert status == 2 and "`drop_blocks=True`, but model 'ta' has no droppable block" in err
 
 
-def test_search_takes_a_peak_memory_budget(tmp_path, capsys):
+def test_search_takes_a_peak_memory_budget_and_the_sensitivity_proxy(tmp_path, capsys):
     rng = np.random.default_rng(0)
     x = rng.random((64, 6)).astype("float32")
     data_path = tmp_path / "toy.npz"
@@ -63,9 +63,11 @@ def test_search_takes_a_peak_memory_budget(tmp_path, capsys):
     assert keras_matta.peak_memory(ta, 1.0, batch_size=16)["peak_bytes"] / 2**20 > bound
     status, out, err = run_cli(["search", "--model", str(ta_path), "--data", str(data_path),
                                 "--budget", f"peak_memory_mb={bound!r}", "--batch-size", "16",
-                                "--choices", "0.5", "1", "--output-dir", str(out_dir)], capsys)
+                                "--choices", "0.5", "1", "--proxy", "sensitivity",
+                                "--output-dir", str(out_dir)], capsys)
     assert status == 0, err
     front = json.loads((out_dir / "front.json").read_text())
     assert front["cost"] == "peak_memory_mb" and front["front"]
+    assert front["proxy"] == "sensitivity" and all(p["exact"] for p in front["front"])
     assert all(p["peak_memory_mb"] <= bound for p in front["front"])
     assert "peak_memory_mb" in out
