@@ -7,6 +7,13 @@ from keras_matta.hub.backbone import MatBackbone
 from keras_matta.hub.gemma_decoder import MatGemmaDecoder
 from keras_matta.hub.weights import Link
 
+#: the options Gemma 1 and 2 (and Gemma 3) backbones share, named as keras-hub's arguments.
+GEMMA_OPTIONS = (
+    "query_head_dim_normalize", "use_post_ffw_norm", "use_post_attention_norm",
+    "attention_logit_soft_cap", "final_logit_soft_cap", "use_sliding_window_attention",
+    "sliding_window_size",
+)
+
 
 @keras.saving.register_keras_serializable(package="keras_matta")
 class MatGemmaBackbone(MatBackbone):
@@ -72,6 +79,10 @@ class MatGemmaBackbone(MatBackbone):
     """
 
     source_classes = ("GemmaBackbone",)
+    #: the Mat block class (Gemma 3 swaps in its own).
+    decoder_class = MatGemmaDecoder
+    #: keras-hub's `intermediate_dim` per FFN unit: Gemma 1/2 count gate and up columns.
+    stock_columns_per_unit = 2
 
     def __init__(
         self,
@@ -112,19 +123,19 @@ class MatGemmaBackbone(MatBackbone):
                 scale=1.0, mode="fan_in", distribution="untruncated_normal"),
             logit_soft_cap=final_logit_soft_cap, dtype=dtype, name="token_embedding",
         )
+        locals_ = [use_sliding_window_attention and self.local_block(i)
+                   for i in range(num_layers)]
         self.transformer_layers = [
-            MatGemmaDecoder(
+            self.decoder_class(
                 intermediate_dim, num_query_heads, num_key_value_heads, head_dim=head_dim,
                 use_post_attention_norm=use_post_attention_norm,
                 use_post_ffw_norm=use_post_ffw_norm, logit_soft_cap=attention_logit_soft_cap,
-                # keras-hub: every even block is local when sliding windows are on.
-                sliding_window_size=(sliding_window_size
-                                     if use_sliding_window_attention and i % 2 == 0 else None),
+                sliding_window_size=sliding_window_size if local else None,
                 layer_norm_epsilon=1e-6,  # keras-hub's blocks keep their default epsilon
                 dropout=dropout, nested_heads=nested_heads, dtype=dtype,
-                name=f"transformer_layer_{i}",
+                name=f"transformer_layer_{i}", **self._decoder_kwargs(local),
             )
-            for i in range(num_layers)
+            for i, local in enumerate(locals_)
         ]
         # By name: keras-hub's RMSNormalization has no get_config of its own, and Keras' automatic
         # one (which a Mix'n'Match extraction clones it with) refuses a policy object.
@@ -156,17 +167,22 @@ class MatGemmaBackbone(MatBackbone):
         self.student_intermediate_dim = student_intermediate_dim
         self.student_num_query_heads = student_num_query_heads
         self.nested_heads = nested_heads
-        self.gemma_options = {
-            "query_head_dim_normalize": query_head_dim_normalize,
-            "use_post_ffw_norm": use_post_ffw_norm,
-            "use_post_attention_norm": use_post_attention_norm,
-            "attention_logit_soft_cap": attention_logit_soft_cap,
-            "final_logit_soft_cap": final_logit_soft_cap,
-            "use_sliding_window_attention": use_sliding_window_attention,
-            "sliding_window_size": sliding_window_size,
-        }
+        self.gemma_options = dict(zip(GEMMA_OPTIONS, (
+            query_head_dim_normalize, use_post_ffw_norm, use_post_attention_norm,
+            attention_logit_soft_cap, final_logit_soft_cap, use_sliding_window_attention,
+            sliding_window_size,
+        )))
         self.layer_norm_epsilon = layer_norm_epsilon
         self.dropout = dropout
+
+    @staticmethod
+    def local_block(index):
+        """Whether block `index` is local when sliding windows are on (Gemma 2: even blocks)."""
+        return index % 2 == 0
+
+    def _decoder_kwargs(self, local):
+        """Further arguments of a (`local` or global) block: none for Gemma 1 and 2."""
+        return {}
 
     @property
     def student_num_heads(self):
@@ -185,7 +201,7 @@ class MatGemmaBackbone(MatBackbone):
             "num_query_heads": heads,
             "num_key_value_heads": kv_heads,
             "hidden_dim": self.hidden_dim,
-            "intermediate_dim": 2 * width["intermediate_dim"],  # keras-hub: gate + up columns
+            "intermediate_dim": self.stock_columns_per_unit * width["intermediate_dim"],
             "head_dim": self.head_dim,
             **self.gemma_options,
             "layer_norm_epsilon": self.layer_norm_epsilon,
@@ -197,12 +213,12 @@ class MatGemmaBackbone(MatBackbone):
         return None  # the head size is an argument of GemmaBackbone: every width fits
 
     def _stock_depth_error(self, kept):
-        # A GemmaBackbone makes its even blocks local: the kept blocks, renumbered, must agree.
+        # The source class makes blocks local by index: the kept blocks, renumbered, must agree.
         for i, block in enumerate(kept):
-            if (block.sliding_window_size is not None) != (
-                    self.gemma_options["use_sliding_window_attention"] and i % 2 == 0):
-                return (f"'{block.name}' would become block {i} of a GemmaBackbone, whose "
-                        "sliding windows alternate from block 0")
+            local = self.gemma_options["use_sliding_window_attention"] and self.local_block(i)
+            if (block.sliding_window_size is not None) != local:
+                return (f"'{block.name}' would become block {i} of a {self.source_class}, "
+                        f"which makes it {'local' if local else 'global'}")
         return None
 
     def _embedding_links(self, stock):
@@ -218,7 +234,7 @@ class MatGemmaBackbone(MatBackbone):
 
     @classmethod
     def source_intermediate_dim(cls, backbone):
-        return backbone.intermediate_dim // 2  # keras-hub's Gemma: gate + up columns
+        return backbone.intermediate_dim // cls.stock_columns_per_unit
 
     @classmethod
     def from_source(cls, backbone, ta_intermediate_dim, ta_num_heads=None, name=None):
@@ -240,19 +256,18 @@ class MatGemmaBackbone(MatBackbone):
             student_intermediate_dim=cls.source_intermediate_dim(backbone),
             student_num_query_heads=backbone.num_query_heads,
             nested_heads=ta_num_heads is not None,
-            query_head_dim_normalize=backbone.query_head_dim_normalize,
-            use_post_ffw_norm=backbone.use_post_ffw_norm,
-            use_post_attention_norm=backbone.use_post_attention_norm,
-            attention_logit_soft_cap=backbone.attention_logit_soft_cap,
-            final_logit_soft_cap=backbone.final_logit_soft_cap,
-            use_sliding_window_attention=backbone.use_sliding_window_attention,
-            sliding_window_size=backbone.sliding_window_size,
+            **cls._source_options(backbone),
             layer_norm_epsilon=backbone.layer_norm_epsilon,
             dropout=backbone.dropout,
             source_class=type(backbone).__name__,
             dtype=backbone.dtype_policy,
             name=name or f"mat_{backbone.name}",
         )
+
+    @classmethod
+    def _source_options(cls, backbone):
+        """The family's options of a source `backbone`, as this class' arguments."""
+        return {key: getattr(backbone, key) for key in GEMMA_OPTIONS}
 
     def get_config(self):
         return {

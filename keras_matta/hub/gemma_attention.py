@@ -11,9 +11,10 @@ class MatGemmaAttention(MatGroupedQueryAttention):
 
     A `MatGroupedQueryAttention` (the call lives there) with Gemma's weights and options:
     kernels laid out as keras-hub's `W_q (H, d, h_d)`, `W_k, W_v (H_kv, d, h_d)`,
-    `W_o (H, h_d, d)` (heads first, unlike Llama), the rotary embedding of wavelength 10,000,
-    the Gemma 2 soft cap on the logits and dropout on the attention weights. Run at `h` query
-    heads (whole groups of `g = H / H_kv`):
+    `W_o (H, h_d, d)` (heads first, unlike Llama), the rotary embedding (wavelength 10,000 and
+    no position scaling in Gemma 1 and 2; Gemma 3's global blocks change both), the Gemma 2
+    soft cap on the logits and dropout on the attention weights. Run at `h` query heads (whole
+    groups of `g = H / H_kv`):
 
         s_i = c tanh(q_i k_{i // g}^T / (sqrt(h_d) c))      (no cap: q_i k_{i // g}^T / sqrt(h_d))
         y   = sum_{i < h} (softmax(s_i, mask) v_{i // g}) W_o[i]
@@ -28,6 +29,8 @@ class MatGemmaAttention(MatGroupedQueryAttention):
         num_key_value_heads: the full number of key/value heads `H_kv` (divides `H`).
         head_dim: the size of every head `h_d`.
         logit_soft_cap: the cap `c` of the attention logits (Gemma 2: 50), or `None`.
+        rope_wavelength: the rotary embedding's maximum wavelength. Defaults to 10,000.
+        rope_scaling_factor: the rotary embedding's position scaling. Defaults to 1.
         kernel_initializer: initializer of the four kernels.
         dropout: dropout rate on the attention weights.
         nested_heads: whether the number of query heads is nested. Defaults to `True`.
@@ -61,6 +64,7 @@ class MatGemmaAttention(MatGroupedQueryAttention):
     dropout_on_weights = True
 
     def __init__(self, num_query_heads, num_key_value_heads, head_dim, logit_soft_cap=None,
+                 rope_wavelength=10_000.0, rope_scaling_factor=1.0,
                  kernel_initializer="glorot_uniform", dropout=0.0, nested_heads=True,
                  **kwargs):
         from keras_hub.layers import RotaryEmbedding
@@ -73,7 +77,16 @@ class MatGemmaAttention(MatGroupedQueryAttention):
                          kernel_initializer=kernel_initializer, dropout=dropout,
                          nested_heads=nested_heads, **kwargs)
         self.logit_soft_cap = logit_soft_cap
-        self._rotary = RotaryEmbedding(max_wavelength=10_000.0, dtype=self.dtype_policy)
+        self.rope_wavelength = rope_wavelength
+        self.rope_scaling_factor = rope_scaling_factor
+        self._rotary = RotaryEmbedding(max_wavelength=rope_wavelength,
+                                       scaling_factor=rope_scaling_factor,
+                                       dtype=self.dtype_policy)
 
     def get_config(self):
-        return {**super().get_config(), "logit_soft_cap": self.logit_soft_cap}
+        return {
+            **super().get_config(),
+            "logit_soft_cap": self.logit_soft_cap,
+            "rope_wavelength": self.rope_wavelength,
+            "rope_scaling_factor": self.rope_scaling_factor,
+        }

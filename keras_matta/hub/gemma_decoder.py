@@ -118,9 +118,13 @@ class MatGemmaDecoder(MatGatedDecoder):
     def _stock_decoder(self, width):
         from keras_hub.src.models.gemma.gemma_decoder_block import GemmaDecoderBlock
 
+        return GemmaDecoderBlock(**self._stock_kwargs(width))
+
+    def _stock_kwargs(self, width):
+        """The arguments of the stock block at `width` (Gemma 3's block takes them and more)."""
         heads, kv_heads = self.stock_heads(width)
         local = self.sliding_window_size is not None
-        return GemmaDecoderBlock(
+        return dict(
             hidden_dim=self._ffn_down.units, intermediate_dim=2 * width["intermediate_dim"],
             head_dim=self.head_dim, num_query_heads=heads, num_key_value_heads=kv_heads,
             use_post_ffw_norm=self.use_post_ffw_norm,
