@@ -11,6 +11,7 @@ SUPPORTED = {
     "Llama3Backbone": "keras_matta.hub.llama.MatLlamaBackbone",
     "QwenBackbone": "keras_matta.hub.llama.MatLlamaBackbone",
     "GemmaBackbone": "keras_matta.hub.gemma.MatGemmaBackbone",
+    "Gemma3Backbone": "keras_matta.hub.gemma3.MatGemma3Backbone",
 }
 
 
@@ -41,10 +42,11 @@ def from_keras_hub(backbone, ta_intermediate_dim=None, ta_num_heads=None,
 
     Args:
         backbone: a `keras_hub.models.GPT2Backbone`, `Llama3Backbone`, `LlamaBackbone`,
-            `QwenBackbone` or `GemmaBackbone` (or a keras-hub CausalLM holding one).
+            `QwenBackbone`, `GemmaBackbone` or text-only `Gemma3Backbone` (or a keras-hub
+            CausalLM holding one).
         ta_intermediate_dim: the TA's FFN width in units, at least the backbone's
-            (`backbone.intermediate_dim`; for Gemma, whose `intermediate_dim` counts the gate
-            and up columns together, `backbone.intermediate_dim // 2`). Defaults to the
+            (`backbone.intermediate_dim`; for Gemma 1/2, whose `intermediate_dim` counts the
+            gate and up columns together, `backbone.intermediate_dim // 2`). Defaults to the
             backbone's (the backbone is the TA).
         ta_num_heads: the TA's (query) heads, at least the backbone's; `None` (default)
             keeps the heads un-nested. For Llama, Qwen and Gemma a multiple of the query heads
@@ -54,9 +56,9 @@ def from_keras_hub(backbone, ta_intermediate_dim=None, ta_num_heads=None,
         name: name of the Mat model (default `"mat_<backbone name>"`).
 
     Returns:
-        A `MatGPT2Backbone`, `MatLlamaBackbone` or `MatGemmaBackbone` (a Functional model with
-        the backbone's inputs and outputs; its decoder blocks are Mat layers named like
-        keras-hub's, `"transformer_layer_<i>"`).
+        A `MatGPT2Backbone`, `MatLlamaBackbone`, `MatGemmaBackbone` or `MatGemma3Backbone` (a
+        Functional model with the backbone's inputs and outputs; its decoder blocks are Mat
+        layers named like keras-hub's, `"transformer_layer_<i>"`).
 
     Example:
 

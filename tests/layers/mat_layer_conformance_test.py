@@ -30,7 +30,8 @@ class Case:
     # `cost` counts the FLOPs of Keras' own layers; keras-hub's blocks extract into its layers.
     stock_flops_counted: bool = True
     # torch.compile of a keras-hub block costs minutes on one core; a case whose call is code
-    # another case already compiles (MatGemmaDecoder runs MatLlamaDecoder's) skips it.
+    # another case already compiles (MatGemmaDecoder and MatGemma3Decoder run MatLlamaDecoder's)
+    # skips it.
     torch_compiled: bool = True
 
     def model(self):
@@ -102,6 +103,21 @@ CASES = [
         (4, 8),
         ({"intermediate_dim": 2, "num_query_heads": 2},),  # one width, as MatLlamaDecoder
         stock_flops_counted=False,
+        torch_compiled=False,
+    ),
+    Case(  # Gemma 3's query/key norms and a global block's rotary settings; one width and no
+        # post-FFN norm, as MatGemmaDecoder (tests/hub/gemma3_test.py checks all against keras-hub)
+        "MatGemma3Decoder",
+        lambda: _hub().MatGemma3Decoder(
+            intermediate_dim=6, num_query_heads=4, num_key_value_heads=2, head_dim=4,
+            rope_wavelength=1e6, rope_scaling_factor=8.0, sliding_window_size=2,
+            nested_heads=True,
+        ),
+        (4, 8),
+        ({"intermediate_dim": 2, "num_query_heads": 2},),
+        stock_flops_counted=False,
+        # Its call is MatLlamaDecoder's, which compiles, plus two stock keras-hub RMS norms:
+        # compiling it again would cost minutes and cover no Mat code that is not compiled.
         torch_compiled=False,
     ),
     Case(
