@@ -11,6 +11,7 @@ from keras_matta import losses as losses_lib
 from keras_matta import widths as widths_lib
 from keras_matta.training import checks
 from keras_matta.training import dispatch
+from keras_matta.training import shared_weights
 from keras_matta.training.objective import CompiledObjective
 from keras_matta.training.sampled_widths import WidthDraws
 from keras_matta.training.strategies import WidthSampler
@@ -86,6 +87,10 @@ class MatTA(keras.Model):
             (0: no warm-up). Defaults to 0.
         student_weights: `w_i`, one non-negative number per Student. Defaults to 1.0 each.
         detach_ta: whether the TA->Student term stops gradients into the TA's logits.
+        detach_shared: whether only the TA's terms train the weights no width slices (the
+            trainable variables outside every Mat layer: embeddings, norms and output layers
+            between them; `keras_matta.training.shared_variables`). The narrower members'
+            terms then train only the Mat layers. Defaults to False.
             Defaults to `True` (the usual online-distillation choice).
         strategy: which Students run on a training step: `"all"` (default), `"sandwich"`
             (largest, smallest and `num_random_widths` others) or `"random"`. One compiled train
@@ -129,8 +134,9 @@ class MatTA(keras.Model):
 
     def __init__(self, model, student_widths, teacher=None, beta=1.0, alpha=1.0, gamma=1.0,
                  beta_teacher=None, alpha_teacher=None, temperature=1.0, kd_warmup_steps=0,
-                 student_weights=None, detach_ta=True, strategy="all", num_random_widths=None,
-                 num_sampled_widths=1, seed=None, distillation="auto", name="matta", **kwargs):
+                 student_weights=None, detach_ta=True, detach_shared=False, strategy="all",
+                 num_random_widths=None, num_sampled_widths=1, seed=None, distillation="auto",
+                 name="matta", **kwargs):
         super().__init__(name=name, **kwargs)
         # === Models ===
         if not isinstance(model, keras.Model):
@@ -174,6 +180,9 @@ class MatTA(keras.Model):
         if not isinstance(detach_ta, bool):
             raise TypeError(f"`detach_ta` must be a bool; got {detach_ta!r}.")
         self.detach_ta = detach_ta
+        if not isinstance(detach_shared, bool):
+            raise TypeError(f"`detach_shared` must be a bool; got {detach_shared!r}.")
+        self.detach_shared = detach_shared
         if distillation != "auto" and distillation not in losses_lib.DISTILLATIONS:
             raise ValueError(
                 f"`distillation` must be 'auto' or one of {sorted(losses_lib.DISTILLATIONS)}; "
@@ -322,7 +331,7 @@ class MatTA(keras.Model):
         for i in range(len(self._student_widths)) if students is None else students:
             head, weight = self.head_names[i + 1], self.student_weights[i]
             with widths_lib.WidthScope(self.model, self._student_widths[i]):
-                logits = checks.single_output(self.model(x, training=training), head)
+                logits = self._narrower_outputs(x, training, head)
             for name, (coefficient, value) in student_terms(logits).items():
                 total += weight * term(head, name, coefficient, value)
             compiled.update_metrics(head, labels, logits, sample_weight)
@@ -332,12 +341,20 @@ class MatTA(keras.Model):
         draws = []
         for _ in range(self.num_sampled_widths if training else 0):
             with self._width_draws.scope(self._width_seeds):
-                logits = checks.single_output(self.model(x, training=True), "sampled")
+                logits = self._narrower_outputs(x, True, "sampled")
             draws.append(student_terms(logits))
         for name, (coefficient, _) in (draws[0].items() if draws else ()):
             mean = sum(terms[name][1] for terms in draws) / len(draws)
             total += len(draws) * term("sampled", name, coefficient, mean)
         return total
+
+    def _narrower_outputs(self, x, training, head):
+        """The TA's outputs at the width in scope (a Student's or a drawn one)."""
+        if not (training and self.detach_shared):
+            return checks.single_output(self.model(x, training=training), head)
+        with shared_weights.detached(shared_weights.shared_variables(self.model),
+                                     self.model.variables):
+            return checks.single_output(self.model(x, training=training), head)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         # Every metric was updated in `compute_loss`, where the Student logits exist. Drawn
@@ -454,6 +471,7 @@ class MatTA(keras.Model):
             "beta_teacher": self.beta_teacher, "alpha_teacher": self.alpha_teacher,
             "temperature": self.temperature, "kd_warmup_steps": self.kd_warmup_steps,
             "student_weights": self.student_weights, "detach_ta": self.detach_ta,
+            "detach_shared": self.detach_shared,
             "strategy": self.strategy, "num_random_widths": self._sampler.num_random_widths,
             "num_sampled_widths": self.num_sampled_widths,
             "seed": self.seed, "distillation": self.distillation,

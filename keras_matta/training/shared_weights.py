@@ -1,0 +1,61 @@
+"""The weights every width shares in full, and reading them without a gradient."""
+
+import contextlib
+
+import keras
+from keras import ops
+
+from keras_matta import widths as widths_lib
+
+
+def shared_variables(model):
+    """The trainable variables of `model` outside every Mat layer.
+
+    These are the weights no width slices (embeddings, position tables, norms and output layers
+    between the Mat layers): every member of the family uses all of them. Norms and biases
+    inside a Mat layer belong to it and are not included. `MatTA(..., detach_shared=True)`
+    trains them with the TA's terms only.
+
+    Args:
+        model: a model with Mat layers (the TA).
+
+    Returns:
+        A list of variables, in `model.trainable_variables` order.
+
+    Example:
+
+    ```python
+    ta = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="embed"),
+                           keras_matta.MatDense(16, name="hidden")])
+    from keras_matta.training.shared_weights import shared_variables
+    assert [v.path for v in shared_variables(ta)] == ["embed/kernel", "embed/bias"]
+    ```
+    """
+    nested = {id(v) for layer in widths_lib.mat_layers(model) for v in layer.variables}
+    return [v for v in model.trainable_variables if id(v) not in nested]
+
+
+@contextlib.contextmanager
+def detached(variables, all_variables):
+    """A context in which `variables` read as constants: no gradient reaches them from inside.
+
+    Every variable in `all_variables` is read through one `keras.StatelessScope` (on JAX the
+    trainer's traced values, elsewhere the variables' current values), `variables` behind a
+    stop-gradient. Values assigned inside (a dropout seed, say) are written back on exit, so
+    the context changes gradients only.
+
+    Args:
+        variables: the variables to detach.
+        all_variables: every variable the computation inside reads (a model's `variables`):
+            on JAX, one that is missing would read its stored value instead of the traced one.
+    """
+    detach = {id(v) for v in variables}
+    mapping = [(v, ops.stop_gradient(v.value) if id(v) in detach else v.value)
+               for v in all_variables]
+    with keras.StatelessScope(state_mapping=mapping) as scope:
+        read = dict(scope.state_mapping)
+        yield
+    for v in all_variables:
+        value = scope.get_current_value(v)
+        if value is not read[id(v)]:
+            v.assign(value)
