@@ -27,8 +27,8 @@ def shared_variables(model):
     ```python
     ta = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="embed"),
                            keras_matta.MatDense(16, name="hidden")])
-    from keras_matta.training.shared_weights import shared_variables
-    assert [v.path for v in shared_variables(ta)] == ["embed/kernel", "embed/bias"]
+    shared = keras_matta.training.shared_variables(ta)  # embed's kernel and bias
+    assert [v.name for v in shared] == ["kernel", "bias"]
     ```
     """
     nested = {id(v) for layer in widths_lib.mat_layers(model) for v in layer.variables}
