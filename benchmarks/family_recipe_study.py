@@ -65,6 +65,10 @@ VARIANTS = {
     # The TA's task loss weighted over the sum of the narrower members' terms.
     "sampled1_beta4": {"num_sampled_widths": 1, "beta": 4.0},
     "sampled1_beta8": {"num_sampled_widths": 1, "beta": 8.0},
+    # Only the TA's terms train the weights no width slices (embeddings, norms, output layer).
+    "one_student_detached": {"student_widths": [0.25], "num_sampled_widths": 0,
+                             "detach_shared": True},
+    "sampled1_detached": {"num_sampled_widths": 1, "detach_shared": True},
 }
 
 
@@ -235,7 +239,8 @@ def merge(paths, arms=None):
     first = payloads[0]
     variants = {k: v for p in payloads for k, v in p["variants"].items()
                 if not arms or k in arms}
-    return {**first, "variants": variants, "rows": rows,
+    seeds = sorted({row["seed"] for row in rows})
+    return {**first, "variants": variants, "rows": rows, "seeds": seeds,
             "seconds": sum(p["seconds"] for p in payloads),
             "summary": summarize(first["task"], rows)}
 
