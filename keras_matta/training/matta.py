@@ -87,13 +87,13 @@ class MatTA(keras.Model):
             (0: no warm-up). Defaults to 0.
         student_weights: `w_i`, one non-negative number per Student. Defaults to 1.0 each.
         detach_ta: whether the TA->Student term stops gradients into the TA's logits.
+            Defaults to `True` (the usual online-distillation choice).
         detach_shared: whether only the TA's terms train the weights no width slices (the
             trainable variables outside every Mat layer: embeddings, norms and output layers
             between them; `keras_matta.training.shared_variables`). The narrower members'
             terms then train only the Mat layers. Defaults to False: on the byte LM it
             trades like a larger `beta` (TA +0.115 -> +0.103 bits/byte against its separate
             model, the 0.25 Student +0.021 -> +0.037; README, "The recipe").
-            Defaults to `True` (the usual online-distillation choice).
         strategy: which Students run on a training step: `"all"` (default), `"sandwich"`
             (largest, smallest and `num_random_widths` others) or `"random"`. One compiled train
             function is cached per configuration of Students; with `steps_per_execution=N` the
