@@ -10,6 +10,9 @@ import keras
 import numpy as np
 import pytest
 from helpers import to_numpy
+from hub.gemma_reference import gemma_inputs
+from hub.gemma_reference import run_at
+from hub.gemma_reference import sliced_by_hand
 
 import keras_matta
 
@@ -65,57 +68,20 @@ def local_and_global(tmp_path_factory):
 
 
 def _inputs():
-    rng = np.random.default_rng(0)
-    # Left padding too: the first query of row 0 sees no key, which Gemma 3 zeroes.
-    mask = np.array([[0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]], "int32")
-    return {"token_ids": rng.integers(0, VOCAB, (2, 6)).astype("int32"), "padding_mask": mask}
+    return gemma_inputs(VOCAB)
 
 
-def _run(model, x, widths=None):
-    with keras_matta.WidthScope(model, widths):
-        return to_numpy(model(x))
+_run = run_at
 
 
 def _by_hand(ta, units, heads):
     """A stock Gemma3Backbone at `units`, `heads`, its weights sliced with NumPy."""
-    groups = ta.num_query_heads // ta.num_key_value_heads
-    config = {key: ta.get_config()[key] for key in (
+    return sliced_by_hand(keras_hub.models.Gemma3Backbone, ta, (
         "vocabulary_size", "image_size", "num_layers", "hidden_dim", "head_dim",
         "query_head_dim_normalize", "use_query_key_norm", "use_post_ffw_norm",
         "use_post_attention_norm", "attention_logit_soft_cap", "final_logit_soft_cap",
         "use_sliding_window_attention", "sliding_window_size", "local_rope_scaling_factor",
-        "global_rope_scaling_factor", "layer_norm_epsilon")}
-    stock = keras_hub.models.Gemma3Backbone(
-        **config, intermediate_dim=units, num_query_heads=heads,
-        num_key_value_heads=heads // groups, name="by_hand")
-    pairs = [(stock.token_embedding.embeddings, to_numpy(ta.token_embedding.embeddings)),
-             (stock.layer_norm.scale, to_numpy(ta.layer_norm.scale))]
-    for block, ref in zip(ta.transformer_layers, stock.transformer_layers):
-        attention = block._attention
-        pairs += [
-            (ref.pre_attention_norm.scale, to_numpy(block._attention_norm.scale)),
-            (ref.attention.query_dense.kernel, to_numpy(attention.query_kernel)[:heads]),
-            (ref.attention.key_dense.kernel, to_numpy(attention.key_kernel)[:heads // groups]),
-            (ref.attention.value_dense.kernel,
-             to_numpy(attention.value_kernel)[:heads // groups]),
-            (ref.attention.output_dense.kernel, to_numpy(attention.output_kernel)[:heads]),
-            # One scale per head feature, shared by all heads: whole at every width.
-            (ref.attention.query_norm.scale, to_numpy(attention.query_norm.scale)),
-            (ref.attention.key_norm.scale, to_numpy(attention.key_norm.scale)),
-            (ref.pre_ffw_norm.scale, to_numpy(block._ffn_norm.scale)),
-            (ref.gating_ffw.kernel, to_numpy(block._ffn_gate.kernel)[:, :units]),
-            (ref.gating_ffw_2.kernel, to_numpy(block._ffn_up.kernel)[:, :units]),
-            (ref.ffw_linear.kernel, to_numpy(block._ffn_down.kernel)[:units]),
-        ]
-        if ref.use_post_attention_norm:
-            pairs.append((ref.post_attention_norm.scale,
-                          to_numpy(block._post_attention_norm.scale)))
-        if ref.use_post_ffw_norm:
-            pairs.append((ref.post_ffw_norm.scale, to_numpy(block._post_ffn_norm.scale)))
-    for variable, value in pairs:
-        variable.assign(value)
-    assert len(pairs) == len(stock.weights)  # every stock weight was set
-    return stock
+        "global_rope_scaling_factor", "layer_norm_epsilon"), units, units, heads)
 
 
 def test_gemma3_grows_into_a_ta_whose_student_is_the_pretrained_model(global_only):
