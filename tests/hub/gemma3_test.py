@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 from helpers import to_numpy
+from hub.gemma_reference import check_soft_capped_logits
 from hub.gemma_reference import gemma_inputs
 from hub.gemma_reference import run_at
 from hub.gemma_reference import sliced_by_hand
@@ -135,19 +136,8 @@ def test_gemma3_as_the_ta_reorders_and_extracts_a_hand_sliced_gemma3(local_and_g
 
 def test_logits_keep_the_final_soft_cap_and_the_keras_file_round_trips(global_only, tmp_path):
     backbone = keras_hub.models.Gemma3Backbone.from_preset(global_only)
-    model = hub.LogitsModel(hub.from_keras_hub(backbone, ta_intermediate_dim=UNITS + 4))
-    x = _inputs()
-    hidden = to_numpy(backbone(x))
-    embeddings = to_numpy(backbone.token_embedding.embeddings)
-    cap = GLOBAL_ONLY["final_logit_soft_cap"]
-    expected = cap * np.tanh(hidden @ embeddings.T / cap)  # NumPy: tied, soft-capped
-    logits = _run(model, x, model.backbone.source_widths())
-    np.testing.assert_allclose(logits, expected, atol=1e-4)
-    path = str(tmp_path / "gemma3.keras")
-    model.save(path)
-    reloaded = keras.saving.load_model(path)
-    assert reloaded.backbone.get_config() == model.backbone.get_config()
-    np.testing.assert_allclose(to_numpy(reloaded(x)), to_numpy(model(x)), atol=1e-6)
+    check_soft_capped_logits(backbone, UNITS + 4, GLOBAL_ONLY["final_logit_soft_cap"], _inputs(),
+                             str(tmp_path / "gemma3.keras"))
 
 
 def test_dropped_blocks_keep_the_five_local_one_global_pattern(local_and_global):

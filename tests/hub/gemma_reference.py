@@ -1,5 +1,6 @@
 """References shared by the Gemma tests: inputs, a run at a width, a stock backbone by hand."""
 
+import keras
 import numpy as np
 from helpers import to_numpy
 
@@ -55,3 +56,20 @@ def sliced_by_hand(stock_class, ta, config_keys, intermediate_dim, units, heads)
         variable.assign(value)
     assert len(pairs) == len(stock.weights)  # every stock weight was set
     return stock
+
+
+def check_soft_capped_logits(backbone, ta_intermediate_dim, cap, x, path):
+    """`LogitsModel` of the grown TA, at the Student's widths, equals NumPy's tied,
+    soft-capped logits of the pretrained `backbone`, and round-trips through `path`."""
+    from keras_matta import hub  # here: the test modules skip first when keras-hub is missing
+
+    model = hub.LogitsModel(hub.from_keras_hub(backbone, ta_intermediate_dim=ta_intermediate_dim))
+    hidden = to_numpy(backbone(x))
+    embeddings = to_numpy(backbone.token_embedding.embeddings)
+    expected = cap * np.tanh(hidden @ embeddings.T / cap)
+    np.testing.assert_allclose(run_at(model, x, model.backbone.source_widths()), expected,
+                               atol=1e-4)
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    assert reloaded.backbone.get_config() == model.backbone.get_config()
+    np.testing.assert_allclose(to_numpy(reloaded(x)), to_numpy(model(x)), atol=1e-6)
