@@ -30,6 +30,7 @@ class _StepState:
         self.compile_args = {}  # the arguments of compile(), for get_compile_config()
         self.trackers = {}  # (head, term) -> keras.metrics.Mean
         self.training = True  # whether the step being traced (or run) is a training step
+        self.shared_variables = None  # detach_shared: the TA's un-nested variables, found once
 
 
 @keras.saving.register_keras_serializable(package="keras_matta")
@@ -354,8 +355,9 @@ class MatTA(keras.Model):
         """The TA's outputs at the width in scope (a Student's or a drawn one)."""
         if not (training and self.detach_shared):
             return checks.single_output(self.model(x, training=training), head)
-        with shared_weights.detached(shared_weights.shared_variables(self.model),
-                                     self.model.variables):
+        if self._state.shared_variables is None:  # the model's structure: fixed once built
+            self._state.shared_variables = shared_weights.shared_variables(self.model)
+        with shared_weights.detached(self._state.shared_variables, self.model.variables):
             return checks.single_output(self.model(x, training=training), head)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
