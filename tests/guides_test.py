@@ -17,13 +17,16 @@ GUIDES = sync_notebooks.guide_paths()
 
 @pytest.mark.backend_agnostic
 @pytest.mark.parametrize("path", GUIDES, ids=os.path.basename)
-def test_notebook_is_in_sync_with_its_guide(path):
+def test_notebook_and_markdown_are_in_sync_with_their_guide(path):
     target = sync_notebooks.notebook_path(path)
     assert os.path.exists(target), f"run `python guides/sync_notebooks.py` to create {target}"
+    notebook = sync_notebooks.notebook_for(path, sync_notebooks.read_notebook(path))
     with open(target) as f:
-        assert f.read() == sync_notebooks.render(sync_notebooks.notebook_for(path)), (
+        assert f.read() == sync_notebooks.render(notebook), (
             f"{target} is stale: run `python guides/sync_notebooks.py`"
         )
+    stale = sync_notebooks.write_markdown(notebook, path, check=True)
+    assert not stale, f"{stale} stale: run `python guides/sync_notebooks.py`"
 
 
 @pytest.mark.backend_agnostic

@@ -10,6 +10,7 @@
 import json
 import pathlib
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -20,6 +21,9 @@ from keras_matta.study import report
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+sys.path.insert(0, str(ROOT / "guides"))
+import sync_notebooks  # noqa: E402
+
 RESULTS = "benchmarks/results/demo_full/results.json"
 
 
@@ -77,8 +81,9 @@ def test_results_section_is_rendered_from_the_committed_run():
 def test_guides_and_supported_backends_are_linked():
     text = README.read_text()
     for guide in sorted((ROOT / "guides").glob("*.py")):
-        if guide.name != "sync_notebooks.py":
+        if guide.name not in sync_notebooks.TOOLS:
             assert f"(guides/{guide.name})" in text, guide.name
+            assert f"(guides/md/{guide.stem}.md)" in text, guide.name
     for backend in ("TensorFlow", "JAX", "PyTorch"):
         assert backend in _section("Supported versions")
 
