@@ -124,8 +124,7 @@ def execute_cells(path, record_path):
         recorded.append(outputs.as_notebook())
         print(f"  cell {index}/{len(cells)}: {time.perf_counter() - cell_started:.1f} s",
               file=sys.stderr)
-        if failed:
-            print("".join(recorded[-1][-1]["text"]), file=sys.stderr)
+        if failed:  # the traceback is on the terminal already
             return 1
     run = dict(date=datetime.date.today().isoformat(),
                wall_time_s=round(time.perf_counter() - started, 1), **environment())
@@ -141,18 +140,9 @@ class CellOutputs:
         self.outputs = []
 
     def stream(self, name):
-        outputs = self
-
-        class Stream(io.TextIOBase):
-            def write(self, text):
-                last = outputs.outputs[-1] if outputs.outputs else None
-                if last is not None and last.get("name") == name:
-                    last["raw"] += text
-                else:
-                    outputs.outputs.append({"output_type": "stream", "name": name, "raw": text})
-                return len(text)
-
-        return Stream()
+        """A file for the cell's `name` stream; what it gets is also shown on the terminal,
+        so a long cell shows its progress while it runs."""
+        return _Stream(self.outputs, name)
 
     def add_figures(self, plt):
         for number in plt.get_fignums():
@@ -179,6 +169,23 @@ class CellOutputs:
                           "text": text.splitlines(keepends=True)}
             outputs.append(output)
         return outputs
+
+
+class _Stream(io.TextIOBase):
+    def __init__(self, outputs, name):
+        self._outputs, self._name = outputs, name
+
+    def write(self, text):
+        sys.__stderr__.write(text)
+        last = self._outputs[-1] if self._outputs else None
+        if last is not None and last.get("name") == self._name:
+            last["raw"] += text
+        else:
+            self._outputs.append({"output_type": "stream", "name": self._name, "raw": text})
+        return len(text)
+
+    def flush(self):
+        sys.__stderr__.flush()
 
 
 # Colour and style escapes (Keras' progress bars use them): Markdown cannot show them.
