@@ -11,10 +11,12 @@
   with `KERAS_MATTA_INSTALL=1` and the project's freshly built wheel as `KERAS_MATTA_SOURCE`:
   the cell installs keras_matta and the digits, the same interpreter imports them and runs the
   guide in smoke mode. The frameworks stay at the image's versions, and running the cell again
-  changes nothing. One guide, one backend (the guide's default, JAX): the other guides' cells
-  differ only in their extras and data wheels, which the fast tests check.
+  changes nothing. Then each other guide's install cell runs on the same image, and every module
+  its guide imports (on any backend, at any size) must be importable. One guide runs, on one
+  backend (the guides' default, JAX): the others are smoke-run by tests/guides_test.py.
 """
 
+import ast
 import importlib.metadata
 import json
 import os
@@ -142,7 +144,7 @@ def _freeze(python):
 
 @pytest.mark.slow
 @pytest.mark.backend_agnostic
-def test_getting_started_installs_and_runs_on_a_notebook_image(tmp_path):
+def test_guides_install_and_run_on_a_notebook_image(tmp_path):
     started = time.perf_counter()
     # The project's wheel, built from a copy so that the checkout gets no build/ folder.
     source = tmp_path / "source"
@@ -183,8 +185,38 @@ def test_getting_started_installs_and_runs_on_a_notebook_image(tmp_path):
     frozen = _freeze(python)
     _check([python, "-c", _install_cell(GETTING_STARTED)], env=env, cwd=workdir, timeout=600)
     assert _freeze(python) == frozen
+    rerun_done = time.perf_counter()
+
+    # The other guides' cells on the same image, one after another as a user opening them
+    # would: each makes every module its guide imports importable, frameworks untouched.
+    for path in GUIDES:
+        if path != GETTING_STARTED:
+            _check([python, "-c", _install_cell(path)], env=env, cwd=workdir, timeout=900)
+            modules = sorted(_imported_modules(path))
+            _check([python, "-c", f"import importlib.util\nfor name in {modules!r}:\n"
+                    "    assert importlib.util.find_spec(name), name"], env=env, timeout=60)
+    assert _framework_versions(python) == before
     print(f"\nimage {image_ready - started:.0f} s, install cell and smoke run "
-          f"{guide_done - image_ready:.0f} s, rerun {time.perf_counter() - guide_done:.0f} s")
+          f"{guide_done - image_ready:.0f} s, rerun {rerun_done - guide_done:.0f} s, "
+          f"the other guides' cells {time.perf_counter() - rerun_done:.0f} s")
+
+
+def _imported_modules(path):
+    """The top-level modules a guide imports anywhere, on any backend and at any size."""
+    modules = set()
+    for node in ast.walk(ast.parse(pathlib.Path(path).read_text())):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            modules.add(node.module.split(".")[0])
+    return modules
+
+
+@pytest.mark.backend_agnostic
+def test_imported_modules_are_read_from_the_whole_guide():
+    modules = _imported_modules(str(ROOT / "guides" / "gpt2_medium_matta.py"))
+    # keras_hub at the top, tensorflow_datasets inside the full-size loader, torch in a branch.
+    assert {"keras", "keras_hub", "keras_matta", "tensorflow_datasets", "torch"} <= modules
 
 
 def _check(command, timeout, **kwargs):
