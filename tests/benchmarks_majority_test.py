@@ -29,11 +29,22 @@ def study():
 
 
 def test_parse_variant(study):
-    assert study.parse_variant("plain") == (1, "mean")
-    assert study.parse_variant("4:random_majority") == (4, "random_majority")
-    for bad in ("4", "1:mean", "x:mean", "random_majority"):
-        with pytest.raises(ValueError, match="'plain' or '<k >= 2>:<combine>'"):
+    assert study.parse_variant("plain") == (1, "mean", "independent", "all")
+    assert study.parse_variant("4:random_majority") == (4, "random_majority", "independent", "all")
+    assert study.parse_variant("3:unit_majority:identical@ffn") == (
+        3, "unit_majority", "identical", "ffn")
+    for bad in ("4", "1:mean", "x:mean", "random_majority", "4:vote", "4:mean:same", "4:mean@a@b"):
+        with pytest.raises(ValueError, match="'plain' or '<k >= 2>:<combine>"):
             study.parse_variant(bad)
+
+
+def test_paired_verdict_is_a_two_sided_t_test(study):
+    # Differences 0.010, 0.012, 0.011: t = 0.011 / (0.001 / sqrt 3) = 19 > 4.303.
+    assert study.paired_verdict([0.010, 0.012, 0.011], higher_is_better=True) == "better"
+    assert study.paired_verdict([0.010, 0.012, 0.011], higher_is_better=False) == "worse"
+    # 0.01, -0.005, 0.02: mean 0.00833, std 0.01258, t = 1.15 < 4.303.
+    assert study.paired_verdict([0.01, -0.005, 0.02], higher_is_better=True) == "="
+    assert study.paired_verdict([0.5], higher_is_better=True) == "="  # one seed never decides
 
 
 def test_best_learning_rate_maximizes_accuracy_and_minimizes_bits_per_byte(study):

@@ -1,11 +1,30 @@
 """Majority kernels: `k` stored copies of a kernel, combined in weight space per forward pass.
 
-The combine is the only place copies meet, so every Mat layer calls the two functions here:
-`add_majority_kernel` in `build` and `combine_copies` in `call`. A plain mean of the copies is
-just the small model with its kernel learning rate divided by `k` (every copy receives the same
-gradient `g / k`, so they never diverge), which is why the default combine breaks the symmetry:
-each training step averages a fresh random strict majority of the copies. A strict majority
-of two copies is both, so at `k = 2` the default is the mean too: symmetry breaks from `k = 3`.
+The combine is the only place copies meet, so every Mat layer calls the functions here:
+`add_majority_kernel` (and `add_mixture`) in `build` and `combine_copies` in `call`. Each
+combine maps the copies `W_1, ..., W_k` (stacked on axis 0) to one kernel `W` of the original
+shape, and each runs one matmul with it. With `M` a strict majority size `m = floor(k / 2) + 1`:
+
+| combine            | training step                                 | inference, `extract` |
+|--------------------|-----------------------------------------------|----------------------|
+| `random_majority`  | `W = (1/m) sum_{i in S} W_i`, one `S` (size m) | mean                 |
+| `unit_majority`    | the same, a fresh `S_u` per output unit `u`    | mean                 |
+| `element_majority` | the same, a fresh `S_e` per kernel element `e` | mean                 |
+| `random_convex`    | `W = sum_i p_i W_i`, `p ~ Dirichlet(1, ..., 1)`| mean                 |
+| `learned`          | `W = sum_i softmax(a)_i W_i`, `a` trained      | the same             |
+| `median`           | element-wise median (odd `k`)                  | the same             |
+| `mean`             | `W = (1/k) sum_i W_i`                          | the same             |
+
+Why the random combines: a fixed symmetric combine (`mean`) gives every copy the same gradient
+`dL/dW_i = g / k`, so the copies' differences never change and the model is the small model
+with a rescaled learning rate (with Adam, which divides out the gradient's scale, it is the small
+model whose initial kernel is the mean of the copies). A random combine gives each drawn copy
+`g / m` and the others nothing, so the copies diverge. Every random combine has expectation
+`E[W] = mean` over the draw, which is why inference uses the mean.
+
+A strict majority of two copies is both copies, so at `k = 2` the three `*_majority` combines
+are the mean. `majority_init="identical"` starts every copy from the plain layer's draw, so the
+served (mean) model starts exactly as the plain model; `"independent"` draws each copy.
 
 Reference:
     Mazzawi, Awasthi, Gonzalvo, Ramalingam, "Majority Kernels: An Approach to Leverage Big
@@ -16,17 +35,30 @@ Reference:
 import keras
 from keras import ops
 
-COMBINES = ("random_majority", "median", "mean")
+COMBINES = (
+    "random_majority",
+    "unit_majority",
+    "element_majority",
+    "random_convex",
+    "learned",
+    "median",
+    "mean",
+)
+INITS = ("independent", "identical")
+# The draw of each strict-majority combine is shared along these kernel axes.
+_GROUPS = {"random_majority": "copy", "unit_majority": "unit", "element_majority": "element"}
 
 
-def validate_majority(majority, majority_combine):
-    """Checks the `majority` and `majority_combine` arguments of a Mat layer."""
+def validate_majority(majority, majority_combine, majority_init="independent"):
+    """Checks the `majority`, `majority_combine` and `majority_init` arguments of a Mat layer."""
     if isinstance(majority, bool) or not isinstance(majority, int) or majority < 1:
         raise ValueError(f"`majority` must be an int >= 1; got {majority!r}.")
     if majority_combine not in COMBINES:
         raise ValueError(
             f"`majority_combine` must be one of {COMBINES}; got {majority_combine!r}."
         )
+    if majority_init not in INITS:
+        raise ValueError(f"`majority_init` must be one of {INITS}; got {majority_init!r}.")
     if majority_combine == "median" and majority % 2 == 0:
         raise ValueError(
             f"`majority_combine='median'` needs an odd `majority`; got majority={majority}."
@@ -35,18 +67,23 @@ def validate_majority(majority, majority_combine):
 
 @keras.saving.register_keras_serializable(package="keras_matta")
 class CopiesInitializer(keras.initializers.Initializer):
-    """Initializes `copies` kernels independently with `initializer`, stacked on axis 0.
+    """Initializes `copies` kernels with `initializer`, stacked on axis 0.
 
     Fans are those of one copy, so every copy has the scale the wrapped initializer gives a
     single kernel. Keras initializers seeded with an int (or unseeded) repeat their draw on
-    every call, so copy `i` uses seed `seed + i`: copy 0 is what a plain layer would get.
+    every call, so copy `i` uses seed `seed + i`: copy 0 is what a plain layer would get. With
+    `identical=True` every copy is copy 0.
     """
 
-    def __init__(self, initializer, copies):
+    def __init__(self, initializer, copies, identical=False):
         self.initializer = keras.initializers.get(initializer)
         self.copies = copies
+        self.identical = identical
 
     def __call__(self, shape, dtype=None):
+        if self.identical:
+            first = self._copy(0)(shape[1:], dtype=dtype)
+            return ops.repeat(ops.expand_dims(first, 0), shape[0], axis=0)
         return ops.stack([self._copy(i)(shape[1:], dtype=dtype) for i in range(shape[0])])
 
     def _copy(self, index):
@@ -60,36 +97,100 @@ class CopiesInitializer(keras.initializers.Initializer):
         return {
             "initializer": keras.initializers.serialize(self.initializer),
             "copies": self.copies,
+            "identical": self.identical,
         }
 
 
-def add_majority_kernel(layer, name, shape, majority, initializer, **weight_kwargs):
+def add_majority_kernel(
+    layer, name, shape, majority, initializer, majority_init="independent", **weight_kwargs
+):
     """Adds a kernel of `shape` to `layer`, stored as `majority` copies when `majority > 1`."""
     if majority == 1:
         return layer.add_weight(name=name, shape=shape, initializer=initializer, **weight_kwargs)
     return layer.add_weight(
         name=name,
         shape=(majority,) + tuple(shape),
-        initializer=CopiesInitializer(initializer, majority),
+        initializer=CopiesInitializer(initializer, majority, majority_init == "identical"),
         **weight_kwargs,
     )
 
 
-def combine_copies(copies, majority, combine, training=False, seed_generator=None):
+def add_mixture(layer, name, majority, combine):
+    """The `(majority,)` trainable logits of the `learned` combine (zeros: the mean), or `None`.
+
+    The mixture is part of training only: `extract` serves the combined kernel.
+    """
+    if majority == 1 or combine != "learned":
+        return None
+    return layer.add_weight(name=f"{name}_mixture", shape=(majority,), initializer="zeros")
+
+
+def combine_copies(copies, majority, combine, training=False, seed_generator=None, mixture=None):
     """Combines stored copies into one kernel (the identity when `majority == 1`).
 
-    `random_majority` averages `majority // 2 + 1` copies drawn without replacement from
-    `seed_generator` while training, and all copies otherwise; `median` is element-wise over
-    the copies; `mean` averages all copies.
+    Args:
+        copies: `(majority, *shape)`, the stored copies.
+        majority: `k`, the number of copies.
+        combine: one of `COMBINES` (see the module docstring for the math).
+        training: whether to draw (the random combines); otherwise the mean.
+        seed_generator: a `keras.random.SeedGenerator` for the draws.
+        mixture: the `(majority,)` logits of the `learned` combine.
+
+    Returns:
+        The combined kernel, of shape `shape`.
+
+    Example:
+
+    ```python
+    from keras_matta.layers.majority import combine_copies
+
+    copies = np.stack([np.full((2, 3), v, "float32") for v in (1.0, 2.0, 6.0)])  # (3, 2, 3)
+    median = ops.convert_to_numpy(combine_copies(copies, 3, "median"))
+    mean = ops.convert_to_numpy(combine_copies(copies, 3, "random_majority"))  # inference
+    np.testing.assert_array_equal(median, np.full((2, 3), 2.0))
+    np.testing.assert_array_equal(mean, np.full((2, 3), 3.0))
+    ```
     """
     if majority == 1:
         return copies
     if combine == "median":
-        return ops.median(copies, axis=0)
-    if combine == "random_majority" and training:
-        chosen = majority // 2 + 1
-        scores = keras.random.uniform((majority,), seed=seed_generator)
-        threshold = ops.sort(scores)[chosen - 1]
-        weights = ops.cast(scores <= threshold, copies.dtype) / chosen  # (majority,)
+        middle = ops.cast(_ranks(copies) == majority // 2, copies.dtype)  # (k, *shape)
+        return ops.sum(middle * copies, axis=0)
+    if combine == "learned":
+        return ops.tensordot(ops.softmax(ops.cast(mixture, copies.dtype)), copies, axes=1)
+    if not training or combine == "mean":
+        return ops.mean(copies, axis=0)
+    if combine == "random_convex":
+        # -log(U) is Exponential(1); exponentials normalized by their sum are Dirichlet(1).
+        uniform = keras.random.uniform((majority,), minval=1e-7, seed=seed_generator)
+        weights = -ops.log(uniform)
+        weights = ops.cast(weights / ops.sum(weights), copies.dtype)  # (k,)
         return ops.tensordot(weights, copies, axes=1)
-    return ops.mean(copies, axis=0)
+    group = _GROUPS[combine]
+    shape = {
+        "copy": (majority,),
+        "unit": (majority,) + (1,) * (len(copies.shape) - 2) + (copies.shape[-1],),
+        "element": tuple(copies.shape),
+    }[group]
+    chosen = majority // 2 + 1
+    scores = keras.random.uniform(shape, seed=seed_generator)
+    weights = ops.cast(_ranks(scores) < chosen, copies.dtype) / chosen
+    if group == "copy":
+        return ops.tensordot(weights, copies, axes=1)
+    return ops.sum(weights * copies, axis=0)
+
+
+def _ranks(values):
+    """The rank of each entry along axis 0, ties broken by index: a permutation of `0..k-1`.
+
+    `rank_i = #{j : v_j < v_i} + #{j < i : v_j = v_i}` by `k^2` element-wise comparisons:
+    cheaper than a sort along a short leading axis (and than `ops.median`, which sorts and
+    gathers), and exact on ties, so a selection always holds exactly the intended count.
+    """
+    k = values.shape[0]
+    other = ops.expand_dims(values, 0)  # (1, k, ...): v_j
+    this = ops.expand_dims(values, 1)  # (k, 1, ...): v_i
+    index = ops.arange(k)
+    earlier = ops.reshape(index[None, :] < index[:, None], (k, k) + (1,) * (len(values.shape) - 1))
+    below = ops.logical_or(other < this, ops.logical_and(other == this, earlier))
+    return ops.sum(ops.cast(below, "int32"), axis=1)  # (k, ...)

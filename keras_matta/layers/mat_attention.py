@@ -50,8 +50,9 @@ class MatMultiHeadAttention(MatLayer, keras.layers.Layer):
             kernel_constraint, bias_constraint: as in `keras.layers.MultiHeadAttention`.
         nested_heads: whether the number of heads is nested. Defaults to `True`.
         seed: seed of the attention dropout.
-        majority, majority_combine, majority_seed: majority kernels for the four projection
-            kernels (biases stay single), as in `MatDense`. Defaults to 1 (plain kernels).
+        majority, majority_combine, majority_seed, majority_init: majority kernels for the
+            four projection kernels (biases stay single), as in `MatDense`. Defaults to 1
+            (plain kernels).
         **kwargs: base layer arguments (`name`, `dtype`, `activity_regularizer`, ...).
 
     Call arguments:
@@ -99,10 +100,11 @@ class MatMultiHeadAttention(MatLayer, keras.layers.Layer):
         majority=1,
         majority_combine="random_majority",
         majority_seed=None,
+        majority_init="independent",
         **kwargs,
     ):
         value_dim = key_dim if value_dim is None else value_dim
-        majority_lib.validate_majority(majority, majority_combine)
+        majority_lib.validate_majority(majority, majority_combine, majority_init)
         positive_ints = {"num_heads": num_heads, "key_dim": key_dim, "value_dim": value_dim}
         for arg, value in positive_ints.items():
             if not is_int(value) or value <= 0:
@@ -142,6 +144,7 @@ class MatMultiHeadAttention(MatLayer, keras.layers.Layer):
         self.majority = majority
         self.majority_combine = majority_combine
         self.majority_seed = majority_seed
+        self.majority_init = majority_init
         if majority > 1:
             self._majority_seed_generator = keras.random.SeedGenerator(majority_seed)
 
@@ -178,7 +181,13 @@ class MatMultiHeadAttention(MatLayer, keras.layers.Layer):
         }
         if kind == "bias":
             return self.add_weight(name=name, shape=shape, **weight_kwargs)
-        return majority_lib.add_majority_kernel(self, name, shape, self.majority, **weight_kwargs)
+        # `query_kernel_mixture`, ...: the `learned` combine's logits (else None).
+        setattr(self, f"{name}_mixture", majority_lib.add_mixture(
+            self, name, self.majority, self.majority_combine
+        ))
+        return majority_lib.add_majority_kernel(
+            self, name, shape, self.majority, majority_init=self.majority_init, **weight_kwargs
+        )
 
     def _kernels(self, training=False):
         """The query, key, value and output kernels, majority copies combined."""
@@ -189,10 +198,10 @@ class MatMultiHeadAttention(MatLayer, keras.layers.Layer):
                 self.majority_combine,
                 training=training,
                 seed_generator=getattr(self, "_majority_seed_generator", None),
+                mixture=getattr(self, f"{part}_kernel_mixture", None),
             )
-            for kernel in (
-                self.query_kernel, self.key_kernel, self.value_kernel, self.output_kernel
-            )
+            for part in ("query", "key", "value", "output")
+            for kernel in (getattr(self, f"{part}_kernel"),)
         ]
 
     def nested_dims(self):
@@ -216,6 +225,10 @@ class MatMultiHeadAttention(MatLayer, keras.layers.Layer):
                               copies=copies, value=lambda: self._kernels()[3]))
         if self.use_bias:
             entries.append(Nested("output_bias", self.output_bias, bias=True))
+        for part in ("query", "key", "value", "output"):  # folded into the served kernels
+            mixture = getattr(self, f"{part}_kernel_mixture", None)
+            if mixture is not None:
+                entries.append(Nested(f"{part}_kernel_mixture", mixture, served=False))
         return entries
 
     def call(
@@ -385,6 +398,7 @@ class MatMultiHeadAttention(MatLayer, keras.layers.Layer):
             "majority": self.majority,
             "majority_combine": self.majority_combine,
             "majority_seed": self.majority_seed,
+            "majority_init": self.majority_init,
         }
 
 

@@ -34,11 +34,17 @@ class MatDense(MatLayer, keras.layers.Dense):
         units: the full (TA) number of output units.
         nested: whether the output width is nested. Defaults to `True`.
         majority: number of stored kernel copies. Defaults to 1 (a plain kernel).
-        majority_combine: `"random_majority"` (default: average a random strict majority of
-            the copies each training step, all copies at inference; at `majority=2` that is both
-            copies, the mean), `"median"` (odd
-            `majority`) or `"mean"` (the control: equal to a rescaled learning rate).
-        majority_seed: seed of the random-majority draws.
+        majority_combine: how the copies are combined, one of
+            `keras_matta.layers.majority.COMBINES` (the module docstring gives the math):
+            `"random_majority"` (default: average a random strict majority of the copies each
+            training step, all copies at inference; at `majority=2` that is both copies, the
+            mean), `"unit_majority"` and `"element_majority"` (a fresh majority per output unit
+            or per kernel element), `"random_convex"` (Dirichlet weights per step),
+            `"learned"` (softmax of trained logits), `"median"` (odd `majority`) or `"mean"`
+            (the control: equal to a rescaled learning rate).
+        majority_init: `"independent"` (default: copy `i` is drawn with seed `seed + i`) or
+            `"identical"` (every copy starts as the plain kernel).
+        majority_seed: seed of the random draws of the combine.
         **kwargs: every argument of `keras.layers.Dense` (activation, use_bias, initializers,
             regularizers, constraints, `lora_rank`, `lora_alpha`, `name`, `dtype`, ...).
 
@@ -73,11 +79,12 @@ class MatDense(MatLayer, keras.layers.Dense):
         majority=1,
         majority_combine="random_majority",
         majority_seed=None,
+        majority_init="independent",
         **kwargs,
     ):
         if not isinstance(nested, bool):
             raise TypeError(f"`nested` must be a bool; got {nested!r}.")
-        majority_lib.validate_majority(majority, majority_combine)
+        majority_lib.validate_majority(majority, majority_combine, majority_init)
         if majority > 1 and kwargs.get("lora_rank"):
             raise ValueError("MatDense does not combine `lora_rank` with `majority > 1`.")
         if kwargs.get("quantization_config") is not None:
@@ -90,6 +97,7 @@ class MatDense(MatLayer, keras.layers.Dense):
         self.majority = majority
         self.majority_combine = majority_combine
         self.majority_seed = majority_seed
+        self.majority_init = majority_init
         if majority > 1:
             self._majority_seed_generator = keras.random.SeedGenerator(majority_seed)
 
@@ -103,8 +111,12 @@ class MatDense(MatLayer, keras.layers.Dense):
                 (input_shape[-1], self.units),
                 self.majority,
                 initializer=self.kernel_initializer,
+                majority_init=self.majority_init,
                 regularizer=self.kernel_regularizer,
                 constraint=self.kernel_constraint,
+            )
+            self._kernel_mixture = majority_lib.add_mixture(
+                self, "kernel", self.majority, self.majority_combine
             )
             self.bias = None
             if self.use_bias:
@@ -137,6 +149,7 @@ class MatDense(MatLayer, keras.layers.Dense):
             self.majority_combine,
             training=training,
             seed_generator=getattr(self, "_majority_seed_generator", None),
+            mixture=getattr(self, "_kernel_mixture", None),
         )
 
     def save_own_variables(self, store):
@@ -168,6 +181,8 @@ class MatDense(MatLayer, keras.layers.Dense):
         ]
         if self.bias is not None:
             entries.append(Nested("bias", self.bias, produces=units, bias=True))
+        if getattr(self, "_kernel_mixture", None) is not None:  # folded into `self.kernel`
+            entries.append(Nested("kernel_mixture", self._kernel_mixture, served=False))
         if self.lora_enabled:  # merged into `self.kernel` when served
             entries += [
                 Nested("lora_kernel_a", self.lora_kernel_a, consumes={-2: INPUT}, served=False),
@@ -222,6 +237,7 @@ class MatDense(MatLayer, keras.layers.Dense):
             "majority",
             "majority_combine",
             "majority_seed",
+            "majority_init",
             "lora_rank",
             "lora_alpha",
             "quantization_config",
@@ -244,4 +260,5 @@ class MatDense(MatLayer, keras.layers.Dense):
             "majority": self.majority,
             "majority_combine": self.majority_combine,
             "majority_seed": self.majority_seed,
+            "majority_init": self.majority_init,
         }

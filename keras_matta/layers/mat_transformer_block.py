@@ -13,6 +13,8 @@ from keras_matta.layers.mat_attention import attention_matmul_flops
 from keras_matta.layers.mat_dense import MatDense
 from keras_matta.layers.mat_layer import MatLayer
 
+PLACEMENTS = ("all", "ffn", "attention")
+
 
 @keras.saving.register_keras_serializable(package="keras_matta")
 class MatTransformerBlock(MatLayer, keras.layers.Layer):
@@ -43,9 +45,11 @@ class MatTransformerBlock(MatLayer, keras.layers.Layer):
         key_dim: size of each attention head. Defaults to `d // num_heads`, which must divide.
         nested_heads: whether the number of heads is nested too. Defaults to `False`.
         causal: the default of `use_causal_mask`. Defaults to `False`.
-        majority, majority_combine, majority_seed: majority kernels for every kernel of the
-            block (attention projections and both FFN kernels; biases and norms stay single),
-            as in `MatDense`. Defaults to 1 (plain kernels).
+        majority, majority_combine, majority_seed, majority_init: majority kernels, as in
+            `MatDense`. Defaults to 1 (plain kernels).
+        majority_placement: which kernels hold `majority` copies: `"all"` (default: the four
+            attention projections and both FFN kernels), `"ffn"` or `"attention"`; biases and
+            norms stay single.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -89,9 +93,15 @@ class MatTransformerBlock(MatLayer, keras.layers.Layer):
         majority=1,
         majority_combine="random_majority",
         majority_seed=None,
+        majority_init="independent",
+        majority_placement="all",
         **kwargs,
     ):
-        majority_lib.validate_majority(majority, majority_combine)
+        majority_lib.validate_majority(majority, majority_combine, majority_init)
+        if majority_placement not in PLACEMENTS:
+            raise ValueError(
+                f"`majority_placement` must be one of {PLACEMENTS}; got {majority_placement!r}."
+            )
         positive_ints = {"intermediate_dim": intermediate_dim, "num_heads": num_heads}
         if key_dim is not None:
             positive_ints["key_dim"] = key_dim
@@ -122,6 +132,8 @@ class MatTransformerBlock(MatLayer, keras.layers.Layer):
         self.majority = majority
         self.majority_combine = majority_combine
         self.majority_seed = majority_seed
+        self.majority_init = majority_init
+        self.majority_placement = majority_placement
 
     def build(self, inputs_shape):
         d_model = inputs_shape[-1]
@@ -133,11 +145,16 @@ class MatTransformerBlock(MatLayer, keras.layers.Layer):
             "kernel_initializer": clone_initializer(self.kernel_initializer),
             "bias_initializer": clone_initializer(self.bias_initializer),
         }
-        majority = lambda offset: {  # noqa: E731 (each sublayer draws its own majorities)
-            "majority": self.majority,
-            "majority_combine": self.majority_combine,
-            "majority_seed": None if self.majority_seed is None else self.majority_seed + offset,
-        }
+        def majority(offset, part):  # each sublayer draws its own majorities
+            placed = self.majority_placement in ("all", part)
+            seed = self.majority_seed
+            return {
+                "majority": self.majority if placed else 1,
+                "majority_combine": self.majority_combine,
+                "majority_seed": None if seed is None else seed + offset,
+                "majority_init": self.majority_init,
+            }
+
         # === Attention ===
         self._attention_norm = keras.layers.LayerNormalization(
             epsilon=self.layer_norm_epsilon, name=name("attention_norm"), **common
@@ -150,7 +167,7 @@ class MatTransformerBlock(MatLayer, keras.layers.Layer):
             nested_heads=self.nested_heads,
             name=name("attention"),
             **init(),
-            **majority(0),
+            **majority(0, "attention"),
             **common,
         )
         self._attention.build(inputs_shape)
@@ -167,12 +184,12 @@ class MatTransformerBlock(MatLayer, keras.layers.Layer):
             activation=self.activation,
             name=name("ffn_intermediate"),
             **init(),
-            **majority(1),
+            **majority(1, "ffn"),
             **common,
         )
         self._ffn_intermediate.build(inputs_shape)
         self._ffn_output = MatDense(
-            d_model, nested=False, name=name("ffn_output"), **init(), **majority(2), **common
+            d_model, nested=False, name=name("ffn_output"), **init(), **majority(2, "ffn"), **common
         )
         self._ffn_output.build(tuple(inputs_shape[:-1]) + (self.intermediate_dim,))
         self._ffn_dropout = keras.layers.Dropout(self.dropout, name=name("ffn_dropout"), **common)
@@ -318,6 +335,8 @@ class MatTransformerBlock(MatLayer, keras.layers.Layer):
             "majority": self.majority,
             "majority_combine": self.majority_combine,
             "majority_seed": self.majority_seed,
+            "majority_init": self.majority_init,
+            "majority_placement": self.majority_placement,
         }
 
 
