@@ -83,7 +83,9 @@ class CopiesInitializer(keras.initializers.Initializer):
     def __call__(self, shape, dtype=None):
         if self.identical:
             first = self._copy(0)(shape[1:], dtype=dtype)
-            return ops.repeat(ops.expand_dims(first, 0), shape[0], axis=0)
+            # Stacked, not broadcast: torch's `repeat` of a size-1 axis can return a view that
+            # the optimizer's in-place updates then refuse.
+            return ops.stack([first] * shape[0])
         return ops.stack([self._copy(i)(shape[1:], dtype=dtype) for i in range(shape[0])])
 
     def _copy(self, index):

@@ -269,7 +269,7 @@ def test_combine_forward_and_gradient_match_numpy(combine):
     def loss(copies, mixture):
         combined = combine_copies(copies, K, combine, training=True, seed_generator=SEED,
                                   mixture=mixture)
-        return ops.sum(combined * weight)
+        return ops.sum(ops.multiply(combined, weight))
 
     value, (grad_copies, grad_mixture) = value_and_gradients(loss, copies, mixture)
     np.testing.assert_allclose(value, (expected * weight).sum(), rtol=1e-5, atol=1e-5)
