@@ -402,3 +402,21 @@ def test_compiled_fit_then_extract_collapses_as_numpy(combine):
     np.testing.assert_allclose(model.predict(x, verbose=0), hidden, rtol=1e-4, atol=1e-5)
     if combine == "learned":  # the logits trained
         assert np.any(to_numpy(model.layers[0]._kernel_mixture) != 0.0)
+
+
+def test_keras_file_round_trip_keeps_the_copies_and_the_learned_mixtures(tmp_path):
+    inputs = keras.Input((4, 6))
+    block = keras_matta.MatTransformerBlock(8, 2, majority=3, majority_combine="learned",
+                                            majority_seed=1, name="block")
+    model = keras.Model(inputs, block(inputs))
+    for weight in model.weights:  # mixtures away from their zero init, so loading must read them
+        if weight.name.endswith("_mixture"):
+            weight.assign(np.random.RandomState(len(weight.path)).randn(3).astype("float32"))
+    x = np.random.RandomState(2).randn(2, 4, 6).astype("float32")
+    model.save(tmp_path / "block.keras")
+    loaded = keras.saving.load_model(tmp_path / "block.keras")
+    for a, b in zip(model.weights, loaded.weights):
+        np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+    np.testing.assert_allclose(to_numpy(loaded(x)), to_numpy(model(x)), atol=1e-6)
+    np.testing.assert_allclose(to_numpy(keras_matta.extract(loaded, None)(x)),
+                               to_numpy(model(x)), atol=1e-5)
