@@ -34,6 +34,7 @@ Usage (one core; the commands that produced the committed results are in the REA
     python benchmarks/majority_study.py --tasks digits --variants plain,4:unit_majority \
         --seeds 0,1,2 --name majority_design_study
     python benchmarks/majority_study.py --readme benchmarks/results/majority_design_study_jax.json
+        # (several files, comma-separated, make one table)
     python benchmarks/majority_study.py --quick    # smoke check, < 1 min
 """
 
@@ -286,18 +287,17 @@ def plot(axes, rows):
 
 def readme_table(rows):
     """The README's markdown table of a results file's rows."""
-    lines = ["| task | variant | best LR | test (mean ± std) | Δ vs plain (paired) | "
-             "verdict | step-time ratio |", "|---|---|---|---|---|---|---|"]
+    lines = ["| task | variant | seeds | best LR | test (mean ± std) | Δ vs plain (paired) | "
+             "verdict | step-time ratio |", "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         lines.append(
-            f"| {row['task']} | `{row['variant']}` | {row['best_lr']:g} | "
+            f"| {row['task']} | `{row['variant']}` | {len(row['seeds'])} | {row['best_lr']:g} | "
             f"{row['test_mean']:.4f} ± {row['test_std']:.4f} | "
             f"{row['delta_vs_plain']:+.4f} ± {row['delta_std']:.4f} | {row['verdict']} | "
             f"{row['overhead']:.2f}x |"
         )
-    seeds = sorted({tuple(row["seeds"]) for row in rows})
-    lines.append(f"\nSeeds {', '.join(map(str, seeds))}; accuracy higher is better, bits per "
-                 "byte lower; verdict: paired t-test over seeds at 95%.")
+    lines.append("\nAccuracy: higher is better; bits per byte: lower. Verdict: a two-sided paired "
+                 "t-test over seeds at 95% (one seed never decides).")
     return "\n".join(lines)
 
 
@@ -312,7 +312,8 @@ def parse_args(argv=None):
     parser.add_argument("--name", default="majority_design_study", help="results file stem")
     parser.add_argument("--runs", default=os.path.join(RESULTS_DIR, "majority_runs.jsonl"),
                         help="JSON-lines cache of single runs ('' for none)")
-    parser.add_argument("--readme", metavar="JSON", help="print the README table of a result")
+    parser.add_argument("--readme", metavar="JSON[,JSON...]",
+                        help="print the README table of results files")
     args = parser.parse_args(argv)
     if args.quick:
         args.variants, args.learning_rates, args.seeds = "plain,4:unit_majority", "3e-3", "0,1"
@@ -338,8 +339,11 @@ def main(argv=None):
 
     args = parse_args(argv)
     if args.readme:
-        with open(args.readme) as f:
-            print(readme_table(json.load(f)["rows"]))
+        rows = []
+        for path in args.readme.split(","):
+            with open(path) as f:
+                rows += json.load(f)["rows"]
+        print(readme_table(rows))
         return
     cache = RunCache(args.runs)
     total = len(args.tasks) * len(args.variants) * len(args.learning_rates) * len(args.seeds)
