@@ -3,24 +3,28 @@
 The combine is the only place copies meet, so every Mat layer calls the functions here:
 `add_majority_kernel` (and `add_mixture`) in `build` and `combine_copies` in `call`. Each
 combine maps the copies `W_1, ..., W_k` (stacked on axis 0) to one kernel `W` of the original
-shape, and each runs one matmul with it. With `M` a strict majority size `m = floor(k / 2) + 1`:
+shape, and each runs one matmul with it (`m = floor(k / 2) + 1` is a strict majority):
 
-| combine            | training step                                 | inference, `extract` |
-|--------------------|-----------------------------------------------|----------------------|
-| `random_majority`  | `W = (1/m) sum_{i in S} W_i`, one `S` (size m) | mean                 |
-| `unit_majority`    | the same, a fresh `S_u` per output unit `u`    | mean                 |
-| `element_majority` | the same, a fresh `S_e` per kernel element `e` | mean                 |
-| `random_convex`    | `W = sum_i p_i W_i`, `p ~ Dirichlet(1, ..., 1)`| mean                 |
-| `learned`          | `W = sum_i softmax(a)_i W_i`, `a` trained      | the same             |
-| `median`           | element-wise median (odd `k`)                  | the same             |
-| `mean`             | `W = (1/k) sum_i W_i`                          | the same             |
+| combine            | training step                                   | inference, `extract` |
+|--------------------|-------------------------------------------------|----------------------|
+| `random_majority`  | `W = (1/m) sum_{i in S} W_i`, `S` drawn, `|S|=m` | mean                 |
+| `unit_majority`    | the same, a fresh `S_u` per unit `u`             | mean                 |
+| `element_majority` | the same, a fresh `S_e` per kernel element `e`   | mean                 |
+| `random_convex`    | `W = sum_i p_i W_i`, `p ~ Dirichlet(1, ..., 1)`  | mean                 |
+| `learned`          | `W = sum_i softmax(a)_i W_i`, logits `a` trained | the same             |
+| `median`           | element-wise median (odd `k`)                    | the same             |
+| `mean`             | `W = (1/k) sum_i W_i`                            | the same             |
 
 Why the random combines: a fixed symmetric combine (`mean`) gives every copy the same gradient
 `dL/dW_i = g / k`, so the copies' differences never change and the model is the small model
-with a rescaled learning rate (with Adam, which divides out the gradient's scale, it is the small
-model whose initial kernel is the mean of the copies). A random combine gives each drawn copy
-`g / m` and the others nothing, so the copies diverge. Every random combine has expectation
-`E[W] = mean` over the draw, which is why inference uses the mean.
+with a rescaled learning rate. With Adam, which divides out the gradient's scale, it is the small
+model whose initial kernel is the mean of the copies, and with identical copies exactly the
+plain model with Adam's `epsilon` times `k`: no learning-rate compensation is needed. A random
+combine gives each drawn copy `g / m` and the others nothing, so the copies diverge. Every
+random combine has expectation `E[W] = mean` over the draw, which is why inference uses the mean.
+
+A "unit" is an index of the kernel's last axis: a `Dense` kernel's output unit, an attention
+projection's position within a head (shared by the heads) and an output projection's feature.
 
 A strict majority of two copies is both copies, so at `k = 2` the three `*_majority` combines
 are the mean. `majority_init="identical"` starts every copy from the plain layer's draw, so the
