@@ -1,26 +1,31 @@
 """The searched Mix'n'Match model against the best uniform width under the same budget.
 
-For each embedded task: a TA trained by `keras-matta train` (default preset, Shampoo, seed 0,
-Students at 0.25, 0.5, 0.75 and the recipe's drawn sub-networks), then one exhaustive
-`keras_matta.search` over per-layer widths on the *validation* split (no budget: the whole
-front), then for each parameter budget the best front point within it and the best uniform
-width within it, both measured again on the *test* split (the search never saw it).
+For each embedded task and seed: a TA trained by `keras-matta train` (default preset, Shampoo,
+Students at 0.25, 0.5, 0.75 and the recipe's drawn sub-networks; the seed sets the training,
+the data splits stay seed 0's), then one exhaustive `keras_matta.search` over per-layer widths
+on the *validation* split (no budget: the whole front), then for each parameter budget the
+best front point within it and the best uniform width within it, both measured again on the
+*test* split (the search never saw it). `lm+depth` searches the same LM TAs with elastic depth
+too (`drop_blocks=True`: each block may also be dropped).
 
 Budgets: halfway between the parameter counts of consecutive uniform widths, where a mix can
 use the room a uniform model leaves unused.
 
-    KERAS_BACKEND=jax OMP_NUM_THREADS=1 python benchmarks/search_vs_uniform.py [--task digits]
+    KERAS_BACKEND=jax OMP_NUM_THREADS=1 python benchmarks/search_vs_uniform.py \
+        [--task digits lm lm+depth] [--seeds 0 1 2]
     python benchmarks/search_vs_uniform.py --table    # the README table, from the JSON
 
-Writes `benchmarks/results/search_vs_uniform.json` (merged per task) and prints a table.
+Writes `benchmarks/results/search_vs_uniform.json` (merged per task and seed) and prints a table.
 """
 
 import argparse
+import collections
 import json
 import pathlib
 import time
 
 import keras
+import numpy as np
 
 import keras_matta
 from keras_matta import commands
@@ -30,8 +35,8 @@ from keras_matta.study import runs
 
 RESULTS = pathlib.Path(__file__).parent / "results" / "search_vs_uniform.json"
 CHOICES = {"digits": (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0),
-           "lm": (0.25, 0.5, 0.75, 1.0)}
-SOURCES = {"digits": "digits", "lm": "shakespeare"}
+           "lm": (0.25, 0.5, 0.75, 1.0), "lm+depth": (0.25, 0.5, 0.75, 1.0)}
+SOURCES = {"digits": "digits", "lm": "shakespeare", "lm+depth": "shakespeare"}
 
 
 def test_quality(model, task, task_data, config):
@@ -43,15 +48,17 @@ def test_quality(model, task, task_data, config):
     return metrics_lib.bits_per_byte(model, x, y)
 
 
-def run(task, work_dir):
-    ta_path = work_dir / f"ta_{task}.keras"
+def run(task, work_dir, seed):
+    model_task = task.split("+")[0]  # lm+depth searches the lm TA
+    ta_path = work_dir / f"ta_{model_task}_seed{seed}.keras"
     start = time.perf_counter()
     if not ta_path.exists():
-        commands.train(SOURCES[task], ta_path, mode="default", seed=0)
+        commands.train(SOURCES[task], ta_path, mode="default", seed=seed)
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    result = commands.search(ta_path, SOURCES[task], work_dir / f"search_{task}",
-                             choices=CHOICES[task], strategy="exhaustive")
+    result = commands.search(ta_path, SOURCES[task], work_dir / f"search_{task}_seed{seed}",
+                             choices=CHOICES[task], strategy="exhaustive",
+                             drop_blocks=task.endswith("+depth"))
     search_seconds = time.perf_counter() - start
     ta = commands.load_model(ta_path)
     task_data = load_task(SOURCES[task], seed=0)
@@ -72,7 +79,7 @@ def run(task, work_dir):
                          "validation": point.quality,
                          "test": test_quality(model, task, task_data, config)}
         rows.append(row)
-        print(task, budget, row, flush=True)
+        print(task, seed, budget, row, flush=True)
     return {"objective": result.objective, "maximize": result.maximize,
             "choices": list(CHOICES[task]), "candidates": len(result.measured),
             "train_seconds": train_seconds, "search_seconds": search_seconds,
@@ -81,26 +88,41 @@ def run(task, work_dir):
 
 
 def markdown(payload):
-    """The README table, generated from the JSON."""
-    lines = ["| task | params budget | searched (validation → test) | params | best uniform "
-             "(validation → test) | params | test: searched − uniform |",
-             "|---|---|---|---|---|---|---|"]
+    """The README table, generated from the JSON: per budget, the searched model's test metric
+    minus the best uniform width's, paired by seed."""
+    lines = ["| task | params budget | best uniform width | searched models (seeds) | "
+             "test: searched − uniform, mean ± std | seeds where searched is better / worse |",
+             "|---|---|---|---|---|---|"]
     for task, result in payload["tasks"].items():
-        metric = "accuracy" if result["maximize"] else "bits/byte"
-        for row in result["budgets"]:
-            s, u = row["searched"], row["uniform"]
-            same = " (the same model)" if s["label"] == u["label"] else ""
+        seeds = sorted(result["seeds"], key=int)
+        maximize = result["seeds"][seeds[0]]["maximize"]
+        metric = "accuracy" if maximize else "bits/byte"
+        per_budget = zip(*(result["seeds"][seed]["budgets"] for seed in seeds))
+        for rows in per_budget:
+            deltas = np.array([r["searched"]["test"] - r["uniform"]["test"] for r in rows])
+            better = int(np.sum(deltas > 0 if maximize else deltas < 0))
+            worse = int(np.sum(deltas < 0 if maximize else deltas > 0))
+            uniform = collections.Counter(f"{r['uniform']['uniform']:g}" for r in rows)
+            searched = collections.Counter(
+                "uniform" if r["searched"]["label"] == r["uniform"]["label"]
+                else r["searched"]["label"] for r in rows)
+            std = deltas.std(ddof=1) if len(deltas) > 1 else 0.0
             lines.append(
-                f"| {task} ({metric}) | {row['budget_params'] / 1e3:.1f}k | {s['label']}: "
-                f"{s['validation']:.4f} → {s['test']:.4f} | {s['params'] / 1e3:.1f}k | "
-                f"{u['uniform']:g}: {u['validation']:.4f} → {u['test']:.4f} | "
-                f"{u['params'] / 1e3:.1f}k | {s['test'] - u['test']:+.4f}{same} |")
+                f"| {task} ({metric}) | {rows[0]['budget_params'] / 1e3:.1f}k | "
+                f"{_counts(uniform)} | {_counts(searched)} | "
+                f"{deltas.mean():+.4f} ± {std:.4f} | {better} / {worse} of {len(rows)} |")
     return "\n".join(lines)
+
+
+def _counts(counter):
+    return ", ".join(f"{key} ({n})" if n > 1 else key for key, n in counter.most_common())
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", choices=("digits", "lm", "both"), default="both")
+    parser.add_argument("--task", nargs="+", choices=sorted(CHOICES),
+                        default=["digits", "lm", "lm+depth"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--work-dir", default="/tmp/search_vs_uniform")
     parser.add_argument("--table", action="store_true",
                         help="print the README table from the committed JSON and exit")
@@ -111,11 +133,14 @@ def main():
     work_dir = pathlib.Path(args.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     payload = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"tasks": {}}
-    for task in ("digits", "lm") if args.task == "both" else (args.task,):
-        payload["tasks"][task] = run(task, work_dir)
-        payload["backend"] = keras.backend.backend()
-        RESULTS.write_text(json.dumps(payload, indent=1) + "\n")
+    for task in args.task:
+        for seed in args.seeds:
+            entry = payload["tasks"].setdefault(task, {"seeds": {}})
+            entry["seeds"][str(seed)] = run(task, work_dir, seed)
+            payload["backend"] = keras.backend.backend()
+            RESULTS.write_text(json.dumps(payload, indent=1) + "\n")
     print(f"Wrote {RESULTS}")
+    print(markdown(payload))
 
 
 if __name__ == "__main__":
