@@ -1,5 +1,6 @@
 """Inverse p-th roots of symmetric positive semi-definite matrices, written in `keras.ops`."""
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -141,7 +142,7 @@ def eigenbasis(matrix):
     finite_input = _all_finite(matrix)
     safe_matrix = ops.where(finite_input, matrix, ops.eye(matrix.shape[-1], dtype=dtype))
     safe_matrix = (safe_matrix + ops.swapaxes(safe_matrix, -1, -2)) / 2.0
-    _, eigenvectors = ops.eigh(safe_matrix)  # ascending eigenvalues
+    _, eigenvectors = _eigh(safe_matrix)  # ascending eigenvalues
     eigenvectors = ops.flip(eigenvectors, axis=-1)
     succeeded = ops.logical_and(finite_input, _all_finite(eigenvectors))
     return ops.where(succeeded, eigenvectors, ops.full_like(eigenvectors, float("nan")))
@@ -152,8 +153,33 @@ def _all_finite(matrices):
     return ops.all(ops.isfinite(matrices), axis=(-2, -1), keepdims=True)
 
 
+def _eigh(matrices):
+    """`ops.eigh` of finite symmetric matrices, with the NaN failure convention on every backend.
+
+    JAX and TensorFlow return NaN where the solver does not converge; torch raises (LAPACK's
+    `syevd` on ill-conditioned float32 matrices with clustered eigenvalues, met while training).
+    There the batch is solved again in float64, and where that fails too it is all NaN, so the
+    callers keep their previous factors instead of ending the user's training run.
+    """
+    if keras.backend.backend() != "torch":
+        return ops.eigh(matrices)
+    import torch
+
+    try:
+        return ops.eigh(matrices)
+    except torch.linalg.LinAlgError:
+        pass
+    try:
+        dtype = ops.dtype(matrices)
+        eigenvalues, eigenvectors = ops.eigh(ops.cast(matrices, "float64"))
+        return ops.cast(eigenvalues, dtype), ops.cast(eigenvectors, dtype)
+    except torch.linalg.LinAlgError:
+        nan = ops.full_like(matrices, float("nan"))
+        return nan[..., 0], nan
+
+
 def _eigh_inverse_root(matrix, root, epsilon):
-    eigenvalues, eigenvectors = ops.eigh(matrix)  # (..., n), (..., n, n)
+    eigenvalues, eigenvectors = _eigh(matrix)  # (..., n), (..., n, n)
     lambda_max = ops.max(eigenvalues, axis=-1, keepdims=True)
     damped = _at_least(eigenvalues, 0.0) + epsilon * lambda_max
     # An all-zero (or, with epsilon=0, singular) matrix gives inf here: reported as a failure.

@@ -163,3 +163,37 @@ def test_invalid_arguments_raise_naming_the_argument():
         matrix_inverse_root(matrix, 4, method="svd")
     with pytest.raises(ValueError, match="`epsilon` must be a float >= 0; got epsilon=-1"):
         matrix_inverse_root(matrix, 4, epsilon=-1.0)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch's eigh raises on failure")
+def test_a_torch_solver_failure_is_retried_in_float64_then_reported_as_nan(monkeypatch):
+    """torch's eigh raises where JAX and TensorFlow return NaN (seen while training SOAP on
+    torch): the batch is solved again in float64, and where that fails too the roots and bases
+    are NaN, which Shampoo and SOAP answer by keeping their previous factors."""
+    import torch
+
+    from keras_matta.optimizers.matrix_roots import eigenbasis
+
+    solve = torch.linalg.eigh
+    calls = []
+
+    def fails_in_float32(matrices):
+        calls.append(matrices.dtype)
+        if matrices.dtype == torch.float32:
+            raise torch.linalg.LinAlgError("linalg.eigh: the algorithm failed to converge")
+        return solve(matrices)
+
+    rng = np.random.default_rng(6)
+    batch = np.stack([gram_with_condition(rng, SIZE, 12, 1e2) for _ in range(BATCH)])
+    monkeypatch.setattr(torch.linalg, "eigh", fails_in_float32)
+    result = to_numpy(matrix_inverse_root(batch, 4))
+    assert calls == [torch.float32, torch.float64] and result.dtype == np.float32
+    for matrix, root in zip(batch, result):
+        assert relative_errors(root, reference_root(matrix, 4, 1e-6)) < 1e-4
+
+    def always_fails(matrices):
+        raise torch.linalg.LinAlgError("linalg.eigh: the algorithm failed to converge")
+
+    monkeypatch.setattr(torch.linalg, "eigh", always_fails)
+    assert np.isnan(to_numpy(matrix_inverse_root(batch, 4))).all()
+    assert np.isnan(to_numpy(eigenbasis(batch))).all()
