@@ -286,18 +286,27 @@ def plot(axes, rows):
 
 
 def readme_table(rows):
-    """The README's markdown table of a results file's rows."""
+    """The README's markdown table of a results file's rows (quality only: a quality study's
+    timings share the machine with its training runs; `timing_table` reads a timing run)."""
     lines = ["| task | variant | seeds | best LR | test (mean ± std) | Δ vs plain (paired) | "
-             "verdict | step-time ratio |", "|---|---|---|---|---|---|---|---|"]
+             "verdict |", "|---|---|---|---|---|---|---|"]
     for row in rows:
         lines.append(
             f"| {row['task']} | `{row['variant']}` | {len(row['seeds'])} | {row['best_lr']:g} | "
             f"{row['test_mean']:.4f} ± {row['test_std']:.4f} | "
-            f"{row['delta_vs_plain']:+.4f} ± {row['delta_std']:.4f} | {row['verdict']} | "
-            f"{row['overhead']:.2f}x |"
+            f"{row['delta_vs_plain']:+.4f} ± {row['delta_std']:.4f} | {row['verdict']} |"
         )
     lines.append("\nAccuracy: higher is better; bits per byte: lower. Verdict: a two-sided paired "
                  "t-test over seeds at 95% (one seed never decides).")
+    return "\n".join(lines)
+
+
+def timing_table(rows):
+    """The README's markdown table of training-step time against the plain model."""
+    lines = ["| task | variant | step (ms) | step time / plain |", "|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['task']} | `{row['variant']}` | {row['step_ms']:.2f} | "
+                     f"{row['overhead']:.2f}x |")
     return "\n".join(lines)
 
 
@@ -314,6 +323,8 @@ def parse_args(argv=None):
                         help="JSON-lines cache of single runs ('' for none)")
     parser.add_argument("--readme", metavar="JSON[,JSON...]",
                         help="print the README table of results files")
+    parser.add_argument("--readme-timing", metavar="JSON[,JSON...]",
+                        help="print the README step-time table of timing results files")
     args = parser.parse_args(argv)
     if args.quick:
         args.variants, args.learning_rates, args.seeds = "plain,4:unit_majority", "3e-3", "0,1"
@@ -338,12 +349,12 @@ def main(argv=None):
     from rich.progress import Progress
 
     args = parse_args(argv)
-    if args.readme:
+    if args.readme or args.readme_timing:
         rows = []
-        for path in args.readme.split(","):
+        for path in (args.readme or args.readme_timing).split(","):
             with open(path) as f:
                 rows += json.load(f)["rows"]
-        print(readme_table(rows))
+        print(readme_table(rows) if args.readme else timing_table(rows))
         return
     cache = RunCache(args.runs)
     total = len(args.tasks) * len(args.variants) * len(args.learning_rates) * len(args.seeds)
