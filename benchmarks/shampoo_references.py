@@ -31,10 +31,12 @@ Usage (needs `pip install pytorch-optimizer heavyball`, the `references` extra):
     KERAS_BACKEND=torch OMP_NUM_THREADS=1 python benchmarks/shampoo_references.py \\
         [--workloads mlp lm] [--steps 600 300] [--seeds 0 1 2]
 
-Writes benchmarks/results/shampoo_references_torch.json and .png.
+Writes benchmarks/results/shampoo_references_torch.json and .png; `--table` prints the README
+table from the JSON.
 """
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -273,6 +275,22 @@ def plot(rows, path):
     figure.savefig(path, dpi=120)
 
 
+def markdown(rows):
+    """The README table, from the rows of the results JSON."""
+    lines = ["| workload | optimizer | learning rate | test (mean ± std) | steps to torch Adam's "
+             "validation loss | step time / torch Adam's (wall, CPU) |",
+             "|---|---|---|---|---|---|"]
+    for row in rows:
+        metric = "accuracy" if row["metric"] == "accuracy" else "bits/byte"
+        steps = row["steps_to_adam_loss"] or f"not within {row['steps']}"
+        lines.append(
+            f"| {row['workload']} ({metric}, {len(row['test_per_seed'])} seeds) | "
+            f"{row['optimizer']} | {row['learning_rate']:g} | "
+            f"{row['test_mean']:.4f} ± {row['test_std']:.4f} | {steps} | "
+            f"{row['wall_vs_torch_adam']:.2f}x, {row['cpu_vs_torch_adam']:.2f}x |")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", nargs="+", default=["mlp", "lm"], choices=["mlp", "lm"])
@@ -281,7 +299,13 @@ def main():
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--eval-every", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=12, help="interleaved timing turns")
+    parser.add_argument("--table", action="store_true",
+                        help="print the README table from the committed JSON and exit")
     args = parser.parse_args()
+    if args.table:
+        with open(os.path.join(RESULTS_DIR, "shampoo_references_torch.json")) as f:
+            print(markdown(json.load(f)["rows"]))
+        return
     if keras.backend.backend() != "torch":
         raise SystemExit("Run with KERAS_BACKEND=torch: the references are torch optimizers.")
     args.steps = dict(zip(("mlp", "lm"), args.steps))
