@@ -236,14 +236,14 @@ for variant, (majority, combine) in VARIANTS.items():
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=["accuracy"],
             )
-            print(f"{variant}, learning rate {rate:g}, seed {seed}")
-            model.fit(x_train, y_train, batch_size=64, epochs=EPOCHS, verbose=1)
+            model.fit(x_train, y_train, batch_size=64, epochs=EPOCHS, verbose=0)
             served = keras_matta.extract(model, None)  # copies collapsed: stock Dense layers
             if variant == "k=4 random_majority":
                 majority_model = model  # kept for the extraction check below
-            results.setdefault((variant, rate), []).append(
-                (accuracy(served, x_val, y_val), accuracy(served, x_test, y_test))
-            )
+            scores = (accuracy(served, x_val, y_val), accuracy(served, x_test, y_test))
+            results.setdefault((variant, rate), []).append(scores)
+            print(f"{variant}, learning rate {rate:g}, seed {seed}: "
+                  f"validation {scores[0]:.3f}, test {scores[1]:.3f}")
 
 """
 The table: for each variant, the chosen learning rate, the test accuracy there (mean and
@@ -321,7 +321,7 @@ def train_matta(majority, combine):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    mat_ta.fit(x_train, y_train, batch_size=64, epochs=EPOCHS, verbose=1)
+    mat_ta.fit(x_train, y_train, batch_size=64, epochs=EPOCHS, verbose=2)
     return ta
 
 
