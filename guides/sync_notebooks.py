@@ -70,7 +70,7 @@ def notebook_for(path, rendered=None):
     every code cell whose source it holds unchanged, and its run record."""
     with open(path) as f:
         header, body = parse_header(f.read(), path)
-    name = os.path.splitext(os.path.basename(path))[0]
+    name = guide_name(path)
     badge = (
         f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
         f"(https://colab.research.google.com/github/{REPOSITORY}/blob/main/guides/ipynb/{name}.ipynb)"
@@ -223,9 +223,9 @@ def main(argv=None):
     os.makedirs(NOTEBOOK_DIR, exist_ok=True)
     for path in guide_paths():
         target = notebook_path(path)
-        notebook = notebook_for(path, read_notebook(path))
-        text = render(notebook)
         current = open(target).read() if os.path.exists(target) else None
+        notebook = notebook_for(path, json.loads(current) if current is not None else None)
+        text = render(notebook)
         if current != text:
             stale.append(target)
             if not args.check:
