@@ -127,8 +127,14 @@ def test_demo_quick_runs_the_real_pipeline(tmp_path):
     payload = json.loads((out_dir / "results.json").read_text())
     assert (out_dir / "quality_vs_params.png").stat().st_size > 10_000
     methods = {(r["method"], r["optimizer"]) for r in payload["rows"]}
-    assert methods == {("teacher", "adam")} | {
+    assert methods == {("teacher", "adam"), ("majority", "adam")} | {
         (m, o) for m in ("separate", "kd", "matta") for o in ("adam", "shampoo")}
+    # The majority-kernel Student is served at exactly the Student alone's size.
+    (majority,) = [r for r in payload["rows"] if r["method"] == "majority"]
+    (alone,) = [r for r in payload["rows"]
+                if (r["method"], r["optimizer"], r["label"]) == ("separate", "adam", "0.25")]
+    assert majority["label"] == "Student, majority kernels (k=4)"
+    assert majority["params"] == alone["params"]
     for row in payload["rows"]:
         assert row["params"] > 0 and row["flops"] > 0 and row["train_seconds"] >= 0
         assert 0.0 <= row["metrics"]["accuracy"] <= 1.0
@@ -142,6 +148,7 @@ def test_demo_quick_runs_the_real_pipeline(tmp_path):
     assert {m["reference"] for m in members} == {"separate", "interpolated"}
     # The tables are printed, and the Teacher was cached: a second run reuses it.
     assert "| Teacher" in result.stdout and "MatTA Student" in result.stdout
+    assert "Majority kernels (adam), served at the Student's size:" in result.stdout
     assert "vs separate training" in result.stdout and "Training seconds (shampoo)" in result.stdout
     assert len(list((cache / "teachers").glob("digits-*.keras"))) == 1
 

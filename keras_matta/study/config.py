@@ -52,6 +52,9 @@ class TaskConfig:
         temperature: distillation temperature of the classic-KD Student (MatTA runs at the
             library's defaults: they are its recipe).
         kd_warmup_fraction: MatTA ramps the TA->Student term over this share of the steps.
+        majority: copies of every kernel of the majority-kernel Student (Majority Kernels:
+            trained at the Student's size with `majority` copies and the library's default
+            combine, served collapsed to one kernel by `extract`; Adam only). 1 skips it.
         seeds: seeds of the Student/TA runs (the Teacher is trained once, with seed 0).
     """
 
@@ -70,6 +73,7 @@ class TaskConfig:
     final_word_examples: int = 0
     temperature: float = 1.0
     kd_warmup_fraction: float = 0.1
+    majority: int = 4
     seeds: tuple = (0,)
 
     def __post_init__(self):
@@ -83,6 +87,9 @@ class TaskConfig:
             raise ValueError(
                 f"`student_fraction` ({self.student_fraction!r}) must be one of "
                 f"`student_widths` {self.student_widths!r}: it is a trained width of the family.")
+        if isinstance(self.majority, bool) or not isinstance(self.majority, int) \
+                or self.majority < 1:
+            raise ValueError(f"`majority` must be an int >= 1; got {self.majority!r}.")
 
     @property
     def trained_widths(self):

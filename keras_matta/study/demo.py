@@ -6,7 +6,8 @@ For each task (digits, language model) and seed:
 2. for Adam and for Shampoo: a model trained separately at every trained size of the family
    (the Students' widths and the TA's; the one at the Student's width is "the Student
    alone"), the Student distilled from the Teacher, and MatTA (the TA and its nested Students
-   trained together, with the Teacher);
+   trained together, with the Teacher); with Adam also the Student with majority kernels
+   (`config.majority` copies of each kernel, served collapsed at the Student's size);
 3. the family (the Students' widths; in-between widths and Mix'n'Match models, no Student's) is
    extracted from each MatTA TA with `keras_matta.extract`, and every model is evaluated on
    the held-out test split, with its parameters and FLOPs from `keras_matta.cost`.
@@ -98,6 +99,13 @@ def run_task(config, cache_dir, split="test", optimizers=runs.OPTIMIZERS, retrai
                              keras_matta.cost(model),
                              evaluate(model, task_data, config, split, final_words),
                              result["seconds"]))
+            if optimizer == "adam" and config.majority > 1:
+                model, result = runs.majority_student(task_data, config, optimizer, seed)
+                rows.append(_row(config.task, seed, "majority", optimizer, None,
+                                 f"{runs.METHOD_TITLES['majority']} (k={config.majority})",
+                                 keras_matta.cost(model),
+                                 evaluate(model, task_data, config, split, final_words),
+                                 result["seconds"]))
             ta, result = runs.matta(task_data, config, optimizer, seed, teacher)
             rows.extend(_family_rows(ta, config, task_data, split, final_words, seed, optimizer,
                                      result["seconds"], student_label))

@@ -27,7 +27,7 @@ VOCABULARY_SIZE = 256
 
 
 def mlp_classifier(hidden_units, num_layers=2, nested=True, input_shape=(784,), num_classes=10,
-                   name="mlp"):
+                   majority=1, name="mlp"):
     """An MLP classifier (the digits model); `nested=False` gives stock `Dense` layers.
 
     Args:
@@ -36,6 +36,8 @@ def mlp_classifier(hidden_units, num_layers=2, nested=True, input_shape=(784,), 
         nested: Mat layers (a TA or a Student) or stock `Dense` layers (the Teacher).
         input_shape: per-example input shape; inputs of rank > 1 are flattened first.
         num_classes: number of output logits.
+        majority: copies of every kernel (`MatDense(majority=...)`, the library's default
+            combine); 1 is a plain model. Needs `nested=True`.
         name: the model's name.
 
     Returns:
@@ -48,18 +50,21 @@ def mlp_classifier(hidden_units, num_layers=2, nested=True, input_shape=(784,), 
     teacher = mlp_classifier(1024, nested=False)
     ```
     """
+    if majority != 1 and not nested:
+        raise ValueError(f"`majority` needs `nested=True` (Mat layers); got majority={majority!r}.")
     dense = MatDense if nested else keras.layers.Dense
-    head = {"nested": False} if nested else {}
+    copies = {"majority": majority} if nested else {}
+    head = {"nested": False, **copies} if nested else {}
     inputs = keras.Input(tuple(input_shape), name="features")
     x = keras.layers.Flatten(name="flatten")(inputs) if len(input_shape) > 1 else inputs
     for i in range(1, num_layers + 1):
-        x = dense(hidden_units, activation="relu", name=f"hidden_{i}")(x)  # (B, hidden)
+        x = dense(hidden_units, activation="relu", name=f"hidden_{i}", **copies)(x)  # (B, hidden)
     outputs = dense(num_classes, name="logits", **head)(x)  # (B, classes)
     return keras.Model(inputs, outputs, name=name)
 
 
 def byte_lm(sequence_length, model_dim, num_layers, num_heads, intermediate_dim,
-            nested_heads=True, key_dim=None, dropout=0.0, name="byte_lm"):
+            nested_heads=True, key_dim=None, dropout=0.0, majority=1, name="byte_lm"):
     """A causal byte-level transformer language model.
 
     Args:
@@ -71,6 +76,8 @@ def byte_lm(sequence_length, model_dim, num_layers, num_heads, intermediate_dim,
         nested_heads: whether a Student also uses a prefix of the heads.
         key_dim: size of each head. Defaults to `model_dim // num_heads`.
         dropout: dropout rate in the blocks.
+        majority: copies of every kernel of the blocks (`MatTransformerBlock(majority=...)`,
+            the library's default combine); 1 is a plain model.
         name: the model's name.
 
     Returns:
@@ -92,7 +99,7 @@ def byte_lm(sequence_length, model_dim, num_layers, num_heads, intermediate_dim,
     for i in range(1, num_layers + 1):
         x = MatTransformerBlock(
             intermediate_dim, num_heads, dropout=dropout, causal=True, nested_heads=nested_heads,
-            key_dim=key_dim, activation="gelu", name=f"block_{i}",
+            key_dim=key_dim, activation="gelu", majority=majority, name=f"block_{i}",
         )(x)  # (B, T, d)
     x = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")(x)
     logits = keras.layers.Dense(VOCABULARY_SIZE, name="logits")(x)  # (B, T, 256)

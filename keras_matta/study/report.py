@@ -97,6 +97,7 @@ def summary(results, task, student_width):
     out = {"metric": primary, "higher_is_better": higher, "baseline_student_adam": base}
     for optimizer in ("adam", "shampoo"):
         for name, method, width in (("student", "separate", student_width), ("kd", "kd", None),
+                                    ("majority", "majority", None),
                                     ("matta_student", "matta", student_width),
                                     ("matta_ta", "matta", "1")):
             measured = value(method, optimizer, width)
@@ -350,7 +351,7 @@ def table_rows(results, task, student_width):
               METRIC_TITLES[primary]] + [METRIC_TITLES[m] for m in secondary] + ["train s"]
     order = [("teacher", "adam", None)] + [
         (method, optimizer, width)
-        for method, width in (("separate", student_width), ("kd", None),
+        for method, width in (("separate", student_width), ("kd", None), ("majority", None),
                               ("matta", student_width), ("matta", "1"))
         for optimizer in ("adam", "shampoo")
     ]
@@ -359,7 +360,9 @@ def table_rows(results, task, student_width):
         result = _lookup(results, task, method, optimizer, width)
         if result is None:
             continue
-        title = METHOD_TITLES["matta_ta" if method == "matta" and width == "1" else method]
+        # The majority-kernel row's label names its number of copies.
+        title = (result["label"] if method == "majority" else
+                 METHOD_TITLES["matta_ta" if method == "matta" and width == "1" else method])
         seconds = "cached" if result["train_seconds"] == 0 else f"{result['train_seconds']:.0f}"
         rows.append([title, optimizer, _count(result["params"]), _count(result["flops"])]
                     + [_format(m, result["metrics"][m]) for m in (primary, *secondary)]
@@ -545,6 +548,12 @@ def _summary_text(s):
             f"KD {gain(f'gain_kd_{optimizer}')}, "
             f"MatTA Student {gain(f'gain_matta_student_{optimizer}')}, "
             f"MatTA TA {gain(f'gain_matta_ta_{optimizer}')}"
+        )
+    if s.get("gain_majority_adam") is not None:
+        lines.append(
+            f"  Majority kernels (adam), served at the Student's size: "
+            f"{gain('gain_majority_adam')}; in the design study no way of combining the "
+            f"copies beat the plain model (README, benchmarks/majority_study.py)"
         )
     if "super_additive" in s:
         verdict = "super-additive" if s["super_additive"] else "not super-additive"

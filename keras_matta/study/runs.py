@@ -1,4 +1,5 @@
-"""The study's training runs: the cached Teacher, separately trained models, classic KD, MatTA.
+"""The study's training runs: the cached Teacher, separately trained models, classic KD, the
+Student with majority kernels, MatTA.
 
 Every run of a task and seed sees the same batches in the same order (`batches`), for the same
 number of steps, with the same warm-up + cosine learning-rate schedule; Adam and Shampoo differ
@@ -24,12 +25,13 @@ from keras_matta.training import MatTA
 from keras_matta.widths import width_label
 
 OPTIMIZERS = ("adam", "shampoo")
-METHODS = ("separate", "kd", "matta")
+METHODS = ("separate", "kd", "majority", "matta")
 METHOD_TITLES = {
     "teacher": "Teacher",
     "separate": "Student alone",  # the separately trained model at the Student's width
     "student": "Student alone",  # the same row in results written before `separate` existed
     "kd": "Student <- Teacher (KD)",
+    "majority": "Student, majority kernels",
     "matta": "MatTA Student",
     "matta_ta": "MatTA TA",
 }
@@ -147,11 +149,12 @@ def teacher(task_data, config, cache_dir, retrain=False):
 # === Separately trained models, KD, MatTA ===
 
 
-def _new_model(config, seed, fraction, name):
+def _new_model(config, seed, fraction, name, majority=1):
     """A freshly initialized model of the TA's architecture at `fraction` of its width."""
     keras.utils.set_random_seed(seed)
     kwargs = models_lib.student_kwargs(config.ta, config.task, fraction)
-    return models_lib.build(config.task, name=f"{config.task}_{name}", **kwargs)
+    return models_lib.build(config.task, name=f"{config.task}_{name}", majority=majority,
+                            **kwargs)
 
 
 def separate(task_data, config, optimizer, seed, fraction):
@@ -195,6 +198,23 @@ def distilled_student(task_data, config, optimizer, seed, teacher_model):
     seconds, logs = fit(distiller, task_data, config, seed, config.steps,
                         f"Student <- Teacher KD ({optimizer})")
     return model, {"seconds": seconds, "logs": logs}
+
+
+def majority_student(task_data, config, optimizer, seed):
+    """The Student's architecture with `config.majority` copies of every Mat kernel, trained
+    on the labels, then collapsed to the served Student (one kernel each) by `extract`.
+
+    The served model has exactly the Student alone's size; the copies cost only training.
+
+    Returns:
+        `(served_model, {"seconds": float, "logs": dict})`.
+    """
+    model = _new_model(config, seed, config.student_fraction, "majority_student",
+                       majority=config.majority)
+    compile_model(model, make_optimizer(optimizer, config, config.steps), config)
+    seconds, logs = fit(model, task_data, config, seed, config.steps,
+                        f"Student, {config.majority} kernel copies ({optimizer})")
+    return keras_matta.extract(model, 1.0), {"seconds": seconds, "logs": logs}
 
 
 def matta(task_data, config, optimizer, seed, teacher_model):

@@ -20,6 +20,7 @@ ACCURACY = {  # (method, optimizer, width) -> accuracy of seeds 0, 1, 2
     ("separate", "shampoo", "1"): (0.96, 0.96, 0.96),
     ("kd", "adam", "1"): (0.91, 0.92, 0.92),
     ("kd", "shampoo", "1"): (0.92, 0.92, 0.93),
+    ("majority", "adam", None): (0.89, 0.92, 0.90),  # served at the Student's size
     ("matta", "adam", "0.25"): (0.92, 0.91, 0.93),
     ("matta", "adam", "1"): (0.94, 0.94, 0.95),
     ("matta", "shampoo", "0.25"): (0.95, 0.95, 0.96),
@@ -33,7 +34,8 @@ def _rows():
         for seed, accuracy in enumerate(values):
             rows.append({
                 "task": "digits", "seed": seed, "method": method, "optimizer": optimizer,
-                "width": width, "label": width, "params": 1000 if width == "0.25" else 4000,
+                "width": width, "params": 1000 if width in ("0.25", None) else 4000,
+                "label": "Student, majority kernels (k=4)" if method == "majority" else width,
                 "role": "trained" if method in ("separate", "matta") else None,
                 "flops": 2000, "train_seconds": 1.0 + seed,
                 "metrics": {"accuracy": accuracy, "auc": 0.99},
@@ -78,6 +80,8 @@ def test_summary_gains_are_against_the_student_alone_with_adam():
     assert summary["gain_matta_student_shampoo"] == pytest.approx(
         mean[("matta", "shampoo", "0.25")] - base)
     assert summary["gain_matta_ta_adam"] == pytest.approx(mean[("matta", "adam", "1")] - base)
+    assert summary["gain_majority_adam"] == pytest.approx(mean[("majority", "adam", None)] - base)
+    assert summary["gain_majority_shampoo"] is None  # trained with Adam only
     margin = (mean[("matta", "shampoo", "0.25")] - base) - (
         (mean[("matta", "adam", "0.25")] - base) + (mean[("separate", "shampoo", "0.25")] - base))
     assert summary["super_additivity_margin"] == pytest.approx(margin)
@@ -96,22 +100,33 @@ def test_results_written_before_separate_models_keep_their_student_alone():
     assert [row[0] for row in table].count("Student alone") == 2
 
 
+def _cells(table_text, *first):
+    """The cells of the first Markdown table row whose first cells are `first`."""
+    for line in table_text.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[:len(first)] == list(first):
+            return cells
+    raise AssertionError(f"no table row starting with {first!r}")
+
+
 def test_readme_section_shows_every_measured_mean_and_its_source():
     section = report.readme_section(_payload(), "runs/results.json")
     assert section.startswith(report.README_BEGIN) and section.endswith(report.README_END)
     assert "`keras-matta demo --full`" in section and "seeds 0, 1, 2" in section
     assert "[`runs/results.json`](runs/results.json)" in section
     student_adam = ACCURACY[("separate", "adam", "0.25")]
-    assert f"| Student alone           | adam      | 1k     | 2k            | " \
-           f"{np.mean(student_adam):.4f} ± {np.std(student_adam):.4f}" in section
+    assert _cells(section, "Student alone", "adam")[2:5] == [
+        "1k", "2k", f"{np.mean(student_adam):.4f} ± {np.std(student_adam):.4f}"]
     assert "| Teacher " in section and "| MatTA TA " in section
+    assert _cells(section, "Student, majority kernels (k=4)", "adam")[2] == "1k"
+    # Majority kernels 0.9033 against the Student alone's 0.91.
+    assert "Majority kernels (adam), served at the Student's size: -0.0067" in section
     # The family table: the TA (width 1) with Adam, 0.9433 ± 0.0047 against 0.9400 ± 0.0082;
     # differences -0.01, 0.0, 0.02: mean 0.0033 ± 0.0125, a tie.
     assert "the family extracted from the MatTA TA vs separate training (test split)" in section
-    row = next(line for line in section.splitlines() if line.startswith("| 1 ") and "adam" in line)
-    cells = [cell.strip() for cell in row.strip("|").split("|")]
-    assert cells == ["1", "trained", "adam", "4k", "0.9433 ± 0.0047", "0.9400 ± 0.0082",
-                     "+0.0033 ± 0.0125", "tie", "—"]
+    assert _cells(section, "1", "trained", "adam") == [
+        "1", "trained", "adam", "4k", "0.9433 ± 0.0047", "0.9400 ± 0.0082", "+0.0033 ± 0.0125",
+        "tie", "—"]
     # Training seconds: the separate runs 0.25 and 1 (2 s each, mean over seeds) against the one
     # MatTA run (2 s): every synthetic row took 1 + seed seconds.
     assert ("separately, 2 runs (0.25, 1): 4 s; the family, one MatTA run: 2 s (0.50x)"
