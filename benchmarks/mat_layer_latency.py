@@ -45,10 +45,12 @@ BACKENDS = ("jax", "tensorflow", "torch")
 
 
 def mlp(layer_cls, hidden, depth, d_in, classes, **head_kwargs):
-    layers = [keras.Input((d_in,))]
-    layers += [layer_cls(hidden, activation="relu") for _ in range(depth)]
-    layers.append(layer_cls(classes, **head_kwargs))
-    return keras.Sequential(layers)
+    # Functional, as `extract` returns: every arm runs the same model class's predict step.
+    inputs = keras.Input((d_in,))
+    x = inputs
+    for _ in range(depth):
+        x = layer_cls(hidden, activation="relu")(x)
+    return keras.Model(inputs, layer_cls(classes, **head_kwargs)(x))
 
 
 def compiled_forward(model, x):
