@@ -10,7 +10,9 @@ does not depend on the weights), each width of `--widths` is extracted with
   `tf.saved_model.load` and called through its `serve` endpoint (TensorFlow and JAX; Keras
   3.15 cannot export it from torch, see `tests/export_test.py`);
 - `litert`: `model.export(..., format="litert")` run by the TFLite interpreter (TensorFlow
-  only, for the same reason).
+  only, for the same reason);
+- `onnx`: `model.export(..., format="onnx")` at a static batch size, run by onnxruntime on one
+  thread (every backend; not the TensorFlow LM, whose exact GELU tf2onnx cannot convert).
 
 Every artifact's outputs are checked against the Keras model's before it is timed. All arms
 of one task and batch size are timed in one process, in turns (`common.interleaved_seconds`),
@@ -49,9 +51,11 @@ from keras_matta.study import models  # noqa: E402
 
 BACKENDS = ("jax", "tensorflow", "torch")
 # Where Keras 3.15 exports each format (the shipping matrix in the README).
-FORMATS = {"tensorflow": ("keras", "saved_model", "litert"),
-           "jax": ("keras", "saved_model"),
-           "torch": ("keras",)}
+FORMATS = {"tensorflow": ("keras", "saved_model", "litert", "onnx"),
+           "jax": ("keras", "saved_model", "onnx"),
+           "torch": ("keras", "onnx")}
+# What fails in Keras' exporters (tests/export_test.py pins each as an expected failure).
+UNSUPPORTED = {("tensorflow", "lm", "onnx"): "tf2onnx 1.17 cannot convert the exact GELU (Erfc)"}
 DEFAULT_BATCHES = {"digits": (1, 256), "lm": (1, 32)}
 
 
@@ -101,6 +105,24 @@ def litert_forward(model, x, directory):
     return forward
 
 
+def onnx_forward(model, x, directory):
+    import onnxruntime
+
+    path = os.path.join(directory, "model.onnx")
+    # A static batch size: torch's exporter needs it for the transformer (tests/export_test.py).
+    model.export(path, format="onnx", verbose=False,
+                 input_signature=[keras.InputSpec(shape=x.shape, dtype=x.dtype)])
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: x}
+    return lambda: session.run(None, feed)[0]
+
+
+FORWARDS = {"saved_model": saved_model_forward, "litert": litert_forward,
+            "onnx": onnx_forward}
+
+
 def family_arms(task, ta, widths, batch, formats, directory):
     """`{(format, width): (params, flops, fn)}` for every width and format, outputs checked."""
     x = task_inputs(task, ta, batch)
@@ -116,8 +138,7 @@ def family_arms(task, ta, widths, batch, formats, directory):
             else:
                 export_dir = os.path.join(directory, f"{task}_{batch}_{fmt}_{width:g}")
                 os.makedirs(export_dir)
-                forward = saved_model_forward if fmt == "saved_model" else litert_forward
-                fn = forward(model, x, export_dir)
+                fn = FORWARDS[fmt](model, x, export_dir)
             np.testing.assert_allclose(keras.ops.convert_to_numpy(fn()), expected,
                                        rtol=1e-4, atol=1e-4)
             found[fmt, width] = (costs["params"], costs["flops"], fn)
@@ -125,7 +146,7 @@ def family_arms(task, ta, widths, batch, formats, directory):
 
 
 def plot(axes, rows, backend):
-    markers = {"keras": "o", "saved_model": "s", "litert": "^"}
+    markers = {"keras": "o", "saved_model": "s", "litert": "^", "onnx": "D"}
     for task, batch, fmt in dict.fromkeys((r["task"], r["batch"], r["format"]) for r in rows):
         series = [r for r in rows if (r["task"], r["batch"], r["format"]) == (task, batch, fmt)]
         axes.plot([r["params"] / 1e3 for r in series], [r["ratio_vs_full"] for r in series],
@@ -178,7 +199,7 @@ def main():
     parser.add_argument("--batches", type=int, nargs="+",
                         help="batch sizes of every task (default: 1 and 256 for digits, 1 and "
                              "32 for the LM)")
-    parser.add_argument("--formats", nargs="+", choices=["keras", "saved_model", "litert"],
+    parser.add_argument("--formats", nargs="+", choices=["keras", *FORWARDS],
                         help="default: every format this backend exports")
     parser.add_argument("--rounds", type=int, default=30, help="turns of each arm")
     parser.add_argument("--calls", type=int, default=5, help="calls per turn")
@@ -201,9 +222,12 @@ def main():
             keras.utils.set_random_seed(0)
             ta = models.build(task, name=f"{task}_ta", **ta_kwargs)
             for batch in args.batches or DEFAULT_BATCHES[task]:
-                print(f"{task}, batch {batch}: exporting {len(widths)} widths as {formats}",
+                served = [fmt for fmt in formats if (backend, task, fmt) not in UNSUPPORTED]
+                for fmt in sorted(set(formats) - set(served)):
+                    print(f"{task}: no {fmt} ({UNSUPPORTED[backend, task, fmt]})")
+                print(f"{task}, batch {batch}: exporting {len(widths)} widths as {served}",
                       flush=True)
-                arms = family_arms(task, ta, widths, batch, formats, directory)
+                arms = family_arms(task, ta, widths, batch, served, directory)
                 times = interleaved_seconds({key: fn for key, (_, _, fn) in arms.items()},
                                             rounds=args.rounds, calls=args.calls)
                 for (fmt, width), (params, flops, _) in arms.items():
