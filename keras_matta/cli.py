@@ -125,8 +125,9 @@ def _data_arguments(parser, required_help):
 def build_parser():
     """The `keras-matta` argument parser (subcommands demo, train, extract, evaluate, search)."""
     formatter = argparse.RawDescriptionHelpFormatter
+    # No abbreviations: `--mode quick` would silently read as `--model quick`.
     parser = argparse.ArgumentParser(prog="keras-matta", description=_DESCRIPTION,
-                                     formatter_class=formatter)
+                                     formatter_class=formatter, allow_abbrev=False)
     parser.add_argument("--backend", choices=BACKENDS,
                         help="Keras backend to run on (default: $KERAS_BACKEND, else jax)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -134,7 +135,8 @@ def build_parser():
     def command(name, help, description):
         """The subcommand `name`; its --help ends with its `_EXAMPLES`."""
         return commands.add_parser(name, help=help, description=description,
-                                   epilog=_EXAMPLES[name], formatter_class=formatter)
+                                   epilog=_EXAMPLES[name], formatter_class=formatter,
+                                   allow_abbrev=False)
 
     demo = command("demo", help="run the MatTA study on the embedded data", description=_DEMO)
     size = demo.add_mutually_exclusive_group()

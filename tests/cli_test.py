@@ -60,6 +60,13 @@ def test_usage_errors_exit_2(argv, capsys):
 
 
 @pytest.mark.backend_agnostic
+def test_options_are_never_abbreviated(capsys):
+    # `--mode` is not `--model` cut short: argparse's abbreviations would read it as one.
+    status, _, err = run_cli(["search", "--mode", "x", "--data", "digits"], capsys)
+    assert status == 2 and "the following arguments are required: --model" in err
+
+
+@pytest.mark.backend_agnostic
 def test_parse_widths():
     assert cli.parse_widths("0.25") == 0.25
     assert cli.parse_widths("64") == 64
