@@ -71,3 +71,39 @@ def test_search_takes_a_peak_memory_budget_and_the_sensitivity_proxy(tmp_path, c
     assert front["proxy"] == "sensitivity" and all(p["exact"] for p in front["front"])
     assert all(p["peak_memory_mb"] <= bound for p in front["front"])
     assert "peak_memory_mb" in out
+
+
+def test_search_drops_blocks_of_a_transformer_ta_and_extract_serves_the_point(tmp_path, capsys):
+    # A byte LM of two blocks, on the embedded plays; the quick preset evaluates 64 windows.
+    keras.utils.set_random_seed(0)
+    ta = models.byte_lm(sequence_length=32, model_dim=16, num_layers=2, num_heads=2,
+                        intermediate_dim=32, name="ta")
+    ta_path, out_dir = tmp_path / "ta.keras", tmp_path / "search"
+    ta.save(ta_path)
+    half = keras_matta.cost(ta, 0.5)["params"]
+    assert keras_matta.cost(ta, {"block_2": {"depth": 0}})["params"] < half
+    # Below every full-depth model: only the candidates with one block dropped fit.
+    argv = ["search", "--model", str(ta_path), "--data", "shakespeare", "--quick",
+            "--budget", f"params={half - 1}", "--choices", "0.5", "1", "--drop-blocks",
+            "--strategy", "exhaustive", "--output-dir", str(out_dir)]
+    status, out, err = run_cli(argv, capsys)
+    assert status == 0, err
+    front = json.loads((out_dir / "front.json").read_text())
+    assert front["front"] and front["objective"] == "bits_per_byte"
+    for point in front["front"]:
+        assert {"depth": 0} in point["widths"].values() and point["params"] < half
+    assert "dropped" in out
+    student_path = tmp_path / "student.keras"
+    status, _, err = run_cli(["extract", "--model", str(ta_path), "--point",
+                              f"{out_dir / 'front.json'}:0", "--output", str(student_path)],
+                             capsys)
+    assert status == 0, err
+    student = keras.saving.load_model(student_path)
+    (dropped,) = [name for name, w in front["front"][0]["widths"].items() if w == {"depth": 0}]
+    assert not any(layer.name.startswith(dropped) for layer in student.layers)
+    assert student.count_params() == front["front"][0]["params"]
+    # The served Student computes what the TA computes at the point's spec.
+    x = np.random.default_rng(0).integers(0, 256, (2, 32)).astype("int32")
+    with keras_matta.WidthScope(ta, front["front"][0]["widths"]):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(student(x)),
+                                   keras.ops.convert_to_numpy(ta(x)), atol=1e-5)
