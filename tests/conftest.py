@@ -11,9 +11,9 @@ def pytest_addoption(parser):
 
 # `backend_agnostic` tests (data, reports, notebooks, README text, ...) compute nothing with Keras'
 # backend: .ci/test runs one pytest process per backend side by side, and these run in this one.
-# `runs_on(backend)` marks an end-to-end run whose backend-dependent parts other tests check on
-# every backend (exact-step references, save/load, compiled mode): it runs in one process only,
-# the one named, chosen so that the three processes finish together.
+# `runs_on(backend, ...)` marks a run whose backend-dependent parts other tests check on every
+# backend (exact-step references, save/load, compiled mode): it runs only in the processes named,
+# chosen so that the three processes finish together.
 AGNOSTIC_BACKEND = "tensorflow"
 
 
@@ -30,9 +30,9 @@ def pytest_collection_modifyitems(config, items):
         if "backend_agnostic" in item.keywords and not run_agnostic:
             item.add_marker(skip_agnostic)
         runs_on = item.get_closest_marker("runs_on")
-        if runs_on and runs_on.args[0] != keras.backend.backend():
+        if runs_on and keras.backend.backend() not in runs_on.args:
             item.add_marker(pytest.mark.skip(
-                reason=f"end-to-end run: runs once, with KERAS_BACKEND={runs_on.args[0]}"))
+                reason=f"runs only with KERAS_BACKEND in {runs_on.args}"))
 
 
 @pytest.fixture(autouse=True)

@@ -7,8 +7,15 @@ import textwrap
 
 import keras
 import numpy as np
+import pytest
 
 BACKENDS = ("tensorflow", "jax", "torch")
+# keras-hub models called eagerly cost 10-60 s a test on JAX, which compiles each op on first
+# use, against 1-2 s on TensorFlow and torch. Their conversions are Keras ops, checked on those
+# two; on JAX every Mat hub block goes through the conformance test (compiled, saved, extracted
+# to stock keras-hub) and tests/hub/gemma_test.py runs the shared decoder's grow, reorder and
+# extract. Marks the hub test modules that would repeat those on JAX.
+NOT_ON_JAX_EAGER = pytest.mark.runs_on("tensorflow", "torch")
 
 
 def to_numpy(x):

@@ -9,6 +9,7 @@ variables (not through the `Link` tables that `extract` uses).
 import keras
 import numpy as np
 import pytest
+from helpers import NOT_ON_JAX_EAGER
 from helpers import to_numpy
 from hub.gemma_reference import check_soft_capped_logits
 from hub.gemma_reference import gemma_inputs
@@ -19,6 +20,7 @@ import keras_matta
 
 keras_hub = pytest.importorskip("keras_hub")
 hub = pytest.importorskip("keras_matta.hub")
+pytestmark = NOT_ON_JAX_EAGER
 
 VOCAB, HEADS, KV_HEADS, HIDDEN, HEAD_DIM = 64, 4, 2, 16, 6  # 6 * 4 != 16: a free head size
 UNITS = 12  # Gemma 3's intermediate_dim counts FFN units (gate_dim_reduction=1)

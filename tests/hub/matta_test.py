@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+from helpers import NOT_ON_JAX_EAGER
 from helpers import to_numpy
 
 import keras_matta
@@ -10,6 +11,7 @@ from keras_matta.training import MatTA
 
 keras_hub = pytest.importorskip("keras_hub")
 hub = pytest.importorskip("keras_matta.hub")
+pytestmark = NOT_ON_JAX_EAGER
 
 VOCAB, FFN, TA_FFN = 29, 12, 24
 

@@ -3,12 +3,14 @@
 import keras
 import numpy as np
 import pytest
+from helpers import NOT_ON_JAX_EAGER
 from helpers import to_numpy
 
 import keras_matta
 
 keras_hub = pytest.importorskip("keras_hub")
 hub = pytest.importorskip("keras_matta.hub")
+pytestmark = NOT_ON_JAX_EAGER
 
 VOCAB, LAYERS, HEADS, KV_HEADS, HIDDEN, FFN = 31, 2, 4, 2, 16, 12
 

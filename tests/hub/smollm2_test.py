@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 import pytest
+from helpers import NOT_ON_JAX_EAGER
 from helpers import to_numpy
 
 import keras_matta
@@ -17,6 +18,7 @@ import keras_matta
 keras_hub = pytest.importorskip("keras_hub")
 pytest.importorskip("gguf")
 hub = pytest.importorskip("keras_matta.hub")
+pytestmark = NOT_ON_JAX_EAGER
 
 PROMPT = "The capital of France is"
 NEW_TOKENS = 8
