@@ -7,7 +7,6 @@ import numpy as np
 
 from keras_matta.cost import trace
 from keras_matta.layers.mat_attention import MatMultiHeadAttention
-from keras_matta.layers.mat_transformer_block import MatTransformerBlock
 
 # Stock layers that return their input unchanged at inference: no new buffer.
 _IDENTITY_AT_INFERENCE = (
@@ -40,8 +39,14 @@ def peak_memory(model, widths=None, batch_size=1, input_shape=None):
       it into, one after another: `LN_1`, attention (as above), the residual add, `LN_2`, the
       FFN hidden `(B, T, k)`, its output, the residual add. So
       `peak_memory(extract(model, w)) == peak_memory(model, w)`;
+    - a keras-hub Mat decoder block (`MatLlamaDecoder`, `MatGemmaDecoder`, ...) in the same
+      order, with its `h` query heads (keys and values repeated to `h` heads, as computed) and
+      a gated FFN: gate and up `(B, T, k)` alive together with `u` and `N_2(u)`, then
+      `act(gate) * up` (the activation in place) with `u`, gate and up. Its stock keras-hub
+      block, in an extracted model, counts as any other layer (as `cost`, which counts no
+      FLOPs in it);
     - dropout and other layers that are the identity at inference write no new tensor;
-    - any other layer (including the keras-hub Mat decoder blocks): its inputs and outputs only.
+    - any other layer: its inputs and outputs only.
 
     This is a model of a simple allocator that frees a tensor after its last reader, without
     in-place updates or operator fusion: XLA (JAX, `jit_compile` on TensorFlow) may fuse and
@@ -128,42 +133,46 @@ def _node_peak(step, inputs, outputs):
     """The most bytes of the node's own tensors alive at once: `inputs` (bytes of the inputs
     it reads last) and `outputs` (bytes it writes), plus its intermediates."""
     operation = step.operation
-    if isinstance(operation, MatTransformerBlock):
-        return _block_peak(operation, step, inputs)
+    if step.width is not None and hasattr(operation, "inference_tensors"):
+        return _block_peak(operation.inference_tensors(step.width), step, inputs)
     if isinstance(operation, (MatMultiHeadAttention, keras.layers.MultiHeadAttention)):
         heads = (step.width or {}).get("num_heads", operation.num_heads)
         query = step.inputs[0]
         value = step.inputs[1] if len(step.inputs) > 1 else query
-        return inputs + outputs + _attention_bytes(operation, heads, query, value)
+        return inputs + outputs + _attention_bytes(
+            heads, operation.key_dim, operation.value_dim or operation.key_dim, query, value)
     return inputs + outputs
 
 
-def _block_peak(block, step, inputs):
-    """A `MatTransformerBlock` as the stock layers `export` makes of it, in their order.
+def _block_peak(tensors, step, inputs):
+    """A pre-norm residual block (the layer's `inference_tensors(width)`), step by step.
 
     `X` is one `(B, T, d)` tensor; `inputs` holds the block input's bytes when no later node
-    reads it (else it is counted outside, alive throughout).
+    reads it (else it is counted outside, alive throughout). Post-norms (Gemma 2) add no
+    peak: each replaces a tensor that dies with it.
     """
     x = step.inputs[0]
     big_x = _bytes(x)
-    attention = _attention_bytes(block._attention,
-                                 step.width.get("num_heads", block.num_heads), x, x)
-    hidden = _bytes(x) // x.shape[-1] * step.width["intermediate_dim"]  # (B, T, k)
+    attention = _attention_bytes(tensors["heads"], tensors["key_dim"], tensors["value_dim"],
+                                 x, x)
+    hidden = big_x // x.shape[-1] * tensors["ffn_units"]  # (B, T, k)
+    ffn = ((2 * big_x + 2 * hidden,  # gate and up: u, N_2(u), gate, up
+            big_x + 3 * hidden)  # act(gate) * up: u, gate, up, their product
+           if tensors["gated"] else
+           (2 * big_x + hidden,))  # FFN in: u, LN_2(u), hidden; FFN out: u, hidden, f
     return max(
         inputs + big_x,  # LN_1: x, n1
         inputs + 2 * big_x + attention,  # attention: x, n1, Q, K, V, scores, its output
         inputs + 2 * big_x,  # residual: x, the attention output, u
-        2 * big_x + hidden,  # FFN in: u, LN_2(u), hidden; FFN out: u, hidden, f
+        *ffn,
         3 * big_x,  # residual: u, f, y
     )
 
 
-def _attention_bytes(layer, heads, query, value):
+def _attention_bytes(heads, key_dim, value_dim, query, value):
     """Bytes of `Q`, `K`, `V` and the scores of `heads` heads of attention."""
     batch, target, source = query.shape[0], math.prod(query.shape[1:-1]), \
         math.prod(value.shape[1:-1])
-    key_dim = layer.key_dim
-    value_dim = layer.value_dim or key_dim
     elements = heads * (batch * target * key_dim + batch * source * (key_dim + value_dim)
                         + batch * target * source)
     return elements * _itemsize(query.dtype)

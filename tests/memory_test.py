@@ -58,6 +58,34 @@ def test_a_wide_ffn_hidden_sets_the_peak():
     assert memory["activation_bytes"] == 800 * F32
 
 
+def llama_block_model(intermediate_dim):
+    hub = pytest.importorskip("keras_matta.hub")
+    inputs = keras.Input((5, 8))  # T = 5 tokens of d = 8
+    x = hub.MatLlamaDecoder(intermediate_dim, num_query_heads=4, num_key_value_heads=2,
+                            nested_heads=True, name="block")(inputs)  # heads of size 8/4 = 2
+    return keras.Model(inputs, keras_matta.MatDense(3, nested=False, name="logits")(x))
+
+
+def test_llama_decoder_block_by_hand():
+    model = llama_block_model(16)
+    spec = {"block": {"intermediate_dim": 4, "num_query_heads": 2}}
+    memory = keras_matta.peak_memory(model, spec, batch_size=2)
+    assert memory["weight_bytes"] == keras_matta.cost(model, spec)["params"] * F32
+    # At batch 2, X = 2*5*8 = 80 floats. Two query heads of size 2 (one key/value head,
+    # repeated to two): Q, K, V (B, T, 2, 2) = 40 each, scores (B, 2, T, T) = 100. Attention
+    # holds x, N_1(x), Q, K, V, the scores and its output: 80 + 80 + 120 + 100 + 80 = 460. The
+    # gated FFN at 4 units (hidden (B, T, 4) = 40): u, N_2(u), gate, up = 240; u, gate, up
+    # and their product = 200; the residual u, f, y = 240. The logits: 80 + 30.
+    assert memory["activation_bytes"] == 460 * F32
+
+
+def test_a_wide_gated_ffn_sets_the_peak_with_three_hidden_tensors():
+    memory = keras_matta.peak_memory(llama_block_model(64), batch_size=2)
+    # Full width: hidden (B, T, 64) = 640. u, gate, up and act(gate) * up: 80 + 3*640 = 2000,
+    # above u, N_2(u), gate, up (1440) and attention with 4 heads (80 + 160 + 440 = 680).
+    assert memory["activation_bytes"] == 2000 * F32
+
+
 @pytest.mark.parametrize("spec", [0.25, 0.5, {"hidden_1": 0.25, "hidden_2": 1.0}])
 def test_the_extracted_model_counts_the_same(spec):
     model = mlp()

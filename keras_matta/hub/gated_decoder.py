@@ -202,6 +202,15 @@ class MatGatedDecoder(MatLayer, keras.layers.Layer):
         """`Link`s to the family's keras-hub decoder block (see `keras_matta.hub.weights`)."""
         return weights_lib.links(self, self._stock_variables(stock))
 
+    def inference_tensors(self, width):
+        """What one inference call at `width` materialises, for `keras_matta.peak_memory`:
+        `h` query heads (keys and values repeated to `h` heads, as keras-hub does too) and a
+        gated FFN (gate and up: two hidden tensors)."""
+        head_dim = self._attention.head_dim
+        return {"heads": width.get("num_query_heads", self.num_query_heads),
+                "key_dim": head_dim, "value_dim": head_dim,
+                "ffn_units": width["intermediate_dim"], "gated": True}
+
     def matmul_flops(self, width, input_shape):
         batch, t, d = input_shape
         k = width.get("intermediate_dim", self.intermediate_dim)

@@ -305,6 +305,15 @@ class MatTransformerBlock(MatLayer, keras.layers.Layer):
         y = _export_dropout(self._ffn_dropout, y, **kwargs)
         return keras.layers.Add(name=f"{self.name}_ffn_residual")([x, y])
 
+    def inference_tensors(self, width):
+        """What one inference call at `width` materialises, for `keras_matta.peak_memory`:
+        the attention's heads and head sizes and the FFN's hidden units (one hidden tensor)."""
+        heads = width.get("num_heads", self.num_heads)
+        key_dim = self._attention.key_dim
+        return {"heads": heads, "key_dim": key_dim,
+                "value_dim": self._attention.value_dim or key_dim,
+                "ffn_units": width["intermediate_dim"], "gated": False}
+
     def matmul_flops(self, width, input_shape):
         """FLOPs (2 per multiply-add) of every matmul for an input `(batch, T, d)`.
 
