@@ -8,13 +8,16 @@ fails the day it starts working) or a check of Keras' own error, each with the r
 | format             | TensorFlow            | JAX              | PyTorch                        |
 |--------------------|-----------------------|------------------|--------------------------------|
 | tf_saved_model     | works                 | works (jax2tf)   | fails in Keras (see the test)  |
-| litert             | works                 | not in Keras     | needs `litert-torch` (skipped) |
+| litert             | works                 | not in Keras     | MLP works; transformer fails   |
+|                    |                       |                  | in litert-torch (not in CI)    |
 | onnx               | MLP works; GELU fails | works (jax2onnx) | works; a transformer needs a   |
 |                    | in tf2onnx (Erfc)     |                  | static batch size              |
 | int8, int4, reload | MLP: works on all three; transformer: fails in Keras (see the test) |
 
-`litert-torch` is not installed by CI: its requirements downgrade `typing_extensions` below what
-JAX's dependencies need.
+`litert-torch` is not installed by CI: its `xdsl` pins `typing_extensions<4.13`, below what
+JAX's dependencies (chex) need. Its row was run in a venv of keras, torch 2.13 and litert-torch
+0.10 only: `pip install keras==3.15.1 torch==2.13.0 litert-torch pytest` and
+`pip install --no-deps -e .`, then `KERAS_BACKEND=torch pytest tests/export_test.py -k litert`.
 """
 
 import importlib.util
@@ -68,7 +71,21 @@ def test_tf_saved_model_reloads_in_tensorflow_with_equal_outputs(kind, tmp_path)
     close(loaded.serve(x), expected)
 
 
-@pytest.mark.parametrize("kind", sorted(STUDENTS))
+def litert_interpreter(path):
+    """The LiteRT runtime (`ai-edge-litert`) where installed, else TensorFlow's TFLite one."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter
+    return Interpreter(model_path=path)
+
+
+@pytest.mark.parametrize("kind", ["mlp", pytest.param("transformer", marks=pytest.mark.xfail(
+    BACKEND == "torch", strict=True, raises=RuntimeError, reason=(
+        "litert-torch 0.10 fails to convert the transformer ('Failed to convert PyTorch model "
+        "to LiteRT ... Verification failed'), with a static input signature too")))])
 def test_litert_runs_in_the_tflite_interpreter_with_equal_outputs(kind, tmp_path):
     student, x = STUDENTS[kind]()
     path = str(tmp_path / "student.tflite")
@@ -78,11 +95,10 @@ def test_litert_runs_in_the_tflite_interpreter_with_equal_outputs(kind, tmp_path
         return
     if BACKEND == "torch" and importlib.util.find_spec("litert_torch") is None:
         pytest.skip("LiteRT export on torch needs the litert-torch package, not installed")
-    import tensorflow as tf
 
     expected = to_numpy(student(x))
     student.export(path, format="litert", verbose=False)
-    interpreter = tf.lite.Interpreter(model_path=path)
+    interpreter = litert_interpreter(path)
     (input_detail,) = interpreter.get_input_details()
     interpreter.resize_tensor_input(input_detail["index"], x.shape)
     interpreter.allocate_tensors()
