@@ -154,7 +154,7 @@ def summarize(task, rows):
             values, deltas = np.array([c[0] for c in cell]), np.array([c[1] for c in cell])
             out[arm][width] = {"mean": float(values.mean()), "std": float(values.std()),
                                "delta": float(deltas.mean()), "delta_std": float(deltas.std()),
-                               "params": cell[0][2]}
+                               "params": cell[0][2], "seeds": len(cell)}
     return out
 
 
@@ -196,7 +196,9 @@ def markdown(payloads):
     """One table per task: every member's value and its change against separate training."""
     out = [README_BEGIN]
     for payload in payloads:
-        summary, task = payload["summary"], payload["task"]
+        # From the rows, so that files written before `seeds` was summarised show it too.
+        task = payload["task"]
+        summary = summarize(task, payload["rows"])
         arms = list(summary)
         out.append(
             f"\n**{task}**{_ta_size(payload)} ({payload['split']} split, {payload['steps']} "
@@ -204,23 +206,35 @@ def markdown(payloads):
             f"{', '.join(map(str, payload['seeds']))}; "
             f"{'accuracy, higher' if task == 'digits' else 'bits/byte, lower'} is better; in "
             "brackets the change against the separately trained model of the same size, or the "
-            "interpolation between the two nearest sizes). Source: "
+            "interpolation between the two nearest sizes, paired by seed, ± its std over "
+            "seeds). Source: "
             f"[`{payload['path']}`]({payload['path']}).\n")
         legend = [f"`{arm}` {json.dumps(kwargs) if kwargs else '(no argument)'}"
                   for arm, kwargs in payload["variants"].items()]
         out.append("Arms (MatTA arguments besides Students at 0.25, 0.5, 0.75): "
                    + "; ".join(legend) + ".\n")
-        out.append("| member | params | " + " | ".join(arms) + " |")
+        # An arm run on fewer seeds than the file holds says how many.
+        seeds = {arm: max(cell.get("seeds", 1) for cell in summary[arm].values()) for arm in arms}
+        out.append("| member | params | " + " | ".join(
+            arm if seeds[arm] == len(payload["seeds"]) else f"{arm} ({seeds[arm]} seeds)"
+            for arm in arms) + " |")
         out.append("|---|---|" + "---|" * len(arms))
         for width in _members(summary):
             values = [summary[arm].get(width) for arm in arms]
             params = next(v["params"] for v in values if v is not None)
             out.append(f"| {width} | {params / 1000:.1f}k | " + " | ".join(
-                "" if v is None else
-                f"{v['mean']:.4f}" + ("" if arm == "separate" else f" ({v['delta']:+.4f})")
+                "" if v is None else f"{v['mean']:.4f}" + _change(arm, v)
                 for arm, v in zip(arms, values)) + " |")
     out.append(README_END)
     return "\n".join(out)
+
+
+def _change(arm, cell):
+    """` (change)` against separate training, ` (change ± its std over seeds)` for several."""
+    if arm == "separate":
+        return ""
+    spread = f" ± {cell['delta_std']:.4f}" if cell.get("seeds", 1) > 1 else ""
+    return f" ({cell['delta']:+.4f}{spread})"
 
 
 def merge(paths, arms=None):
