@@ -214,7 +214,7 @@ def markdown(payloads):
         out.append("Arms (MatTA arguments besides Students at 0.25, 0.5, 0.75): "
                    + "; ".join(legend) + ".\n")
         # An arm run on fewer seeds than the file holds says how many.
-        seeds = {arm: max(cell.get("seeds", 1) for cell in summary[arm].values()) for arm in arms}
+        seeds = {arm: max(cell["seeds"] for cell in summary[arm].values()) for arm in arms}
         out.append("| member | params | " + " | ".join(
             arm if seeds[arm] == len(payload["seeds"]) else f"{arm} ({seeds[arm]} seeds)"
             for arm in arms) + " |")
@@ -233,7 +233,7 @@ def _change(arm, cell):
     """` (change)` against separate training, ` (change ± its std over seeds)` for several."""
     if arm == "separate":
         return ""
-    spread = f" ± {cell['delta_std']:.4f}" if cell.get("seeds", 1) > 1 else ""
+    spread = f" ± {cell['delta_std']:.4f}" if cell["seeds"] > 1 else ""
     return f" ({cell['delta']:+.4f}{spread})"
 
 
