@@ -391,7 +391,7 @@ def test_compiled_fit_then_extract_collapses_as_numpy(combine):
     x, y = data()
     # torch.compile takes one to two minutes per combine on CI's machine: the compiled graph of
     # every combine is checked on JAX and TensorFlow, torch compiles the default combine (and
-    # the shared conformance test compiles a majority MatDense and MatTransformerBlock).
+    # the shared conformance test compiles a majority MatDense).
     jit_compile = keras.backend.backend() != "torch" or combine == "random_majority"
     model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse", jit_compile=jit_compile)
     model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
