@@ -668,33 +668,48 @@ def write_json(path, payload):
 
 
 def merge(payloads):
-    """One payload from demo runs of different tasks (e.g. `--task digits`, `--task lm` run
-    side by side): rows, settings and summaries joined, everything derived recomputed.
+    """One payload from demo runs of other tasks or other seeds (e.g. `--task digits` and
+    `--task lm` run side by side, or `--task lm --seeds 1 2` after `--seeds 0`): rows joined,
+    everything derived recomputed from them.
 
     `seconds` is the sum of the runs' wall times.
 
     Args:
-        payloads: `results.json` payloads of one mode and split, each of other tasks.
+        payloads: `results.json` payloads of one mode and split. Runs of the same task must
+            share its settings, apart from their seeds, which must not overlap.
 
     Returns:
-        The merged payload, as `run_demo` would have written it for all the tasks at once.
+        The merged payload, as `run_demo` would have written it for all the tasks and seeds at
+        once.
     """
     first = payloads[0]
-    for payload in payloads[1:]:
+    settings, seeds = {}, {}
+    for payload in payloads:
         if (payload["mode"], payload["split"]) != (first["mode"], first["split"]):
             raise ValueError("Cannot merge demo results of different modes or splits: "
                              f"{first['mode']}/{first['split']} and "
                              f"{payload['mode']}/{payload['split']}.")
-    tasks = [task for payload in payloads for task in payload["settings"]]
-    if len(set(tasks)) != len(tasks):
-        raise ValueError(f"Cannot merge demo results that share a task; tasks: {tasks}.")
+        for task, task_settings in payload["settings"].items():
+            run_seeds = {row["seed"] for row in payload["rows"] if row["task"] == task}
+            if task in settings:
+                if {**settings[task], "seeds": None} != {**task_settings, "seeds": None}:
+                    raise ValueError(f"Cannot merge runs of task {task!r} whose settings "
+                                     "differ in more than their seeds.")
+                if seeds[task] & run_seeds:
+                    raise ValueError(f"Cannot merge runs of task {task!r} that share seeds: "
+                                     f"{sorted(seeds[task] & run_seeds)}.")
+            settings.setdefault(task, dict(task_settings))
+            seeds[task] = seeds.get(task, set()) | run_seeds
+            if "seeds" in task_settings:
+                settings[task]["seeds"] = sorted(seeds[task])
     rows = [row for payload in payloads for row in payload["rows"]]
+    results = aggregate(rows)
     return {
         **first, "seconds": sum(payload["seconds"] for payload in payloads),
-        "settings": {k: v for payload in payloads for k, v in payload["settings"].items()},
-        "summary": {k: v for payload in payloads for k, v in payload["summary"].items()},
-        "family_vs_separate": family_vs_separate(rows), "results": aggregate(rows),
-        "rows": rows,
+        "settings": settings,
+        "summary": {task: summary(results, task, width_label(s["student_fraction"]))
+                    for task, s in settings.items()},
+        "family_vs_separate": family_vs_separate(rows), "results": results, "rows": rows,
     }
 
 
@@ -708,7 +723,7 @@ def main(argv=None):
     parser.add_argument("results", help="a results.json written by `keras-matta demo`")
     parser.add_argument("--readme", help="the README to update in place")
     parser.add_argument("--merge", nargs="+", metavar="JSON",
-                        help="merge these runs (of other tasks) into RESULTS_JSON first")
+                        help="merge these runs (of other tasks or seeds) into RESULTS_JSON first")
     args = parser.parse_args(argv)
     if args.merge:
         payloads = []

@@ -164,5 +164,30 @@ def test_merge_joins_runs_of_other_tasks_as_one_run_would_have_written_them():
     assert set(merged["settings"]) == set(merged["summary"]) == {"digits", "lm"}
     assert merged["results"] == report.aggregate(_rows() + lm_rows)
     assert merged["family_vs_separate"] == report.family_vs_separate(_rows() + lm_rows)
-    with pytest.raises(ValueError, match="share a task"):
+    with pytest.raises(ValueError, match="share seeds: \\[0, 1, 2\\]"):
         report.merge([digits, digits])
+
+
+def test_merge_joins_runs_of_other_seeds_of_a_task_as_one_run_would_have_written_them():
+    def run(seeds):
+        rows = [row for row in _rows() if row["seed"] in seeds]
+        settings = {"digits": {"student_fraction": 0.25, "steps": 10, "seeds": seeds}}
+        return {**_payload(), "seconds": 100.0 * len(seeds), "rows": rows, "settings": settings,
+                "summary": {}, "results": report.aggregate(rows)}
+
+    merged = report.merge([run([1, 2]), run([0])])
+    assert merged["settings"]["digits"]["seeds"] == [0, 1, 2]
+    assert merged["seconds"] == 300.0
+    # Every mean, spread and paired difference is the three-seed run's, whatever the order.
+    rows = [row for row in _rows() if row["seed"] in (1, 2)] + [
+        row for row in _rows() if row["seed"] == 0]
+    assert merged["results"] == report.aggregate(rows)
+    student = _result(merged["results"], "separate", "adam", "0.25")["metrics"]["accuracy"]
+    assert student["mean"] == pytest.approx(np.mean(ACCURACY["separate", "adam", "0.25"]))
+    assert merged["summary"]["digits"] == report.summary(report.aggregate(rows), "digits", "0.25")
+    assert merged["family_vs_separate"] == report.family_vs_separate(rows)
+
+    other = run([0])
+    other["settings"]["digits"]["steps"] = 20
+    with pytest.raises(ValueError, match="differ in more than their seeds"):
+        report.merge([run([1, 2]), other])
