@@ -169,15 +169,21 @@ def statistics_axis(variable_shape, axes, blocks, device_mesh):
     # The matrix view drops size-1 axes and splits the rest once: rows are the leading ones.
     kept = [i for i, d in enumerate(variable_shape) if d != 1]
     rows, cols = blocks.matrix_shape
-    split = next(s for s in range(1, len(kept))
-                 if int(np.prod([variable_shape[i] for i in kept[:s]])) == rows)
     (block_rows, block_cols), (grid_rows, _) = blocks.block_shape, blocks.grid
     if index == kept[0]:  # the matrix is split on its rows, contiguously
         per_shard = rows // shards
         aligned = rows % shards == 0 and per_shard % block_rows == 0
-    elif index == kept[split]:  # on its columns: contiguous blocks only with one block row
+    elif not blocks.is_vector and index == _first_column_axis(variable_shape, kept, rows):
+        # on its columns: contiguous blocks only with one block row
         per_shard = cols // shards
         aligned = grid_rows == 1 and cols % shards == 0 and per_shard % block_cols == 0
     else:
         aligned = False
     return axis if aligned and blocks.num_blocks % shards == 0 else None
+
+
+def _first_column_axis(variable_shape, kept, rows):
+    """The variable axis where the matrix view's columns start (`kept`: its non-1 axes)."""
+    split = next(s for s in range(1, len(kept))
+                 if int(np.prod([variable_shape[i] for i in kept[:s]])) == rows)
+    return kept[split]

@@ -11,14 +11,17 @@ import numpy as np
 from keras import ops
 
 
-def matrix_shape_for(shape):
+def matrix_shape_for(shape, vectors=False):
     """The 2-D shape Shampoo preconditions a variable of `shape` as, or None (graft only).
 
-    Size-1 axes are dropped; fewer than two axes left means no matrix. Otherwise the axes are
-    split once, keeping their order (so the reshape is free), where the smaller side is the
+    Size-1 axes are dropped; fewer than two axes left means no matrix, or, with `vectors`, a
+    column `(n, 1)` for one axis of `n >= 2` (a bias, an `(n, 1)` kernel). Otherwise the axes
+    are split once, keeping their order (so the reshape is free), where the smaller side is the
     largest: e.g. `(3, 3, 16, 32) -> (144, 32)`, `(64, 4, 16) -> (64, 64)`.
     """
     dims = [int(d) for d in shape if d != 1]
+    if vectors and len(dims) == 1:
+        return (dims[0], 1)
     if len(dims) < 2:
         return None
     splits = [(math.prod(dims[:s]), math.prod(dims[s:])) for s in range(1, len(dims))]
@@ -31,7 +34,8 @@ class BlockLayout:
     The matrix `(rows, cols)` is cut into a grid of `block_shape` blocks, `block_shape` being
     `min(side, block_size)` per side. The last block of a side that `block_size` does not
     divide is zero-padded; `mask` zeroes the padding in a blocked direction, so it never
-    counts in a block's norm.
+    counts in a block's norm. A vector is the column `(n, 1)` (`is_vector`): a real matrix has
+    no size-1 side (`matrix_shape_for` drops those axes).
     """
 
     def __init__(self, variable_shape, matrix_shape, block_size):
@@ -42,6 +46,7 @@ class BlockLayout:
             -(-side // block) for side, block in zip(self.matrix_shape, self.block_shape)
         )
         self.num_blocks = self.grid[0] * self.grid[1]
+        self.is_vector = self.matrix_shape[1] == 1
         self._padding = tuple(
             g * b - side for g, b, side in zip(self.grid, self.block_shape, self.matrix_shape)
         )

@@ -70,6 +70,7 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
         max_preconditioner_dim,
         exclude_embeddings,
         exclude_layers,
+        precondition_vectors=False,
         weight_decay=None,
         **kwargs,
     ):
@@ -84,11 +85,10 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
         ):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"`{arg}` must be an integer >= 1; got {arg}={value!r}.")
-        if not isinstance(exclude_embeddings, bool):
-            raise TypeError(
-                "`exclude_embeddings` must be a bool; "
-                f"got exclude_embeddings={exclude_embeddings!r}."
-            )
+        for arg, value in (("exclude_embeddings", exclude_embeddings),
+                           ("precondition_vectors", precondition_vectors)):
+            if not isinstance(value, bool):
+                raise TypeError(f"`{arg}` must be a bool; got {arg}={value!r}.")
         if isinstance(exclude_layers, str) or not all(
             isinstance(pattern, str) for pattern in exclude_layers or []
         ):
@@ -104,6 +104,7 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
         self.max_preconditioner_dim = int(max_preconditioner_dim)
         self.exclude_embeddings = exclude_embeddings
         self.exclude_layers = list(exclude_layers or [])
+        self.precondition_vectors = precondition_vectors
         self._statistics_decay = float(statistics_decay)
 
     # === State ===
@@ -114,7 +115,7 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
             return None
         if any(re.search(pattern, variable.path) for pattern in self.exclude_layers):
             return None
-        matrix_shape = matrix_shape_for(tuple(variable.shape))
+        matrix_shape = matrix_shape_for(tuple(variable.shape), self.precondition_vectors)
         if matrix_shape is None or max(matrix_shape) > self.max_preconditioner_dim:
             return None
         return BlockLayout(tuple(variable.shape), matrix_shape, self.block_size)
@@ -340,6 +341,7 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
                 "max_preconditioner_dim": self.max_preconditioner_dim,
                 "exclude_embeddings": self.exclude_embeddings,
                 "exclude_layers": list(self.exclude_layers),
+                "precondition_vectors": self.precondition_vectors,
             }
         )
         return config

@@ -43,7 +43,8 @@ class Shampoo(KroneckerFactoredOptimizer):
     `w <- w - learning_rate * weight_decay * w`), applied by the Keras base class.
 
     Shapes: size-1 axes are dropped; a variable with fewer than two axes left (biases, norms,
-    `(n, 1)` kernels) is not preconditioned, nor are embeddings (`exclude_embeddings`),
+    `(n, 1)` kernels) is not preconditioned unless `precondition_vectors` (below), nor are
+    embeddings (`exclude_embeddings`),
     variables whose path matches `exclude_layers`, and matrices with a side over
     `max_preconditioner_dim`. A tensor of rank > 2 is reshaped to the matrix
     `(d_0 ... d_{s-1}) x (d_s ... d_{k-1})` with the split `s` that makes it the most square
@@ -51,6 +52,12 @@ class Shampoo(KroneckerFactoredOptimizer):
     `(kh kw c_in) x c_out` and attention's EinsumDense kernels `(d, heads, head_dim)` and
     `(heads, head_dim, d)` become `d x (heads head_dim)` and `(heads head_dim) x d`. A side
     longer than `block_size` is split into blocks of `block_size` (the last one shorter).
+
+    Vectors (`precondition_vectors=True`, Google's default): a vector `g` of length `n` is cut
+    into blocks of at most `block_size` and each block gets a full factor with the exponent of
+    an order-1 tensor, `-1/(2 k) = -1/2`: `D = P_L^2 M_hat = (L_t / c_t + eps lambda_max I)^(-1/2)
+    M_hat` (full-matrix AdaGrad on the block, grafted like every block), with `L_t` the EMA of
+    `g g^T`.
 
     Statistics, roots, momentum and grafting state are float32 whatever the variable dtype.
     A root that fails (non-finite statistics or result, or a Newton iteration that does not
@@ -101,6 +108,9 @@ class Shampoo(KroneckerFactoredOptimizer):
             optimizer alone (searched, not anchored: Keras prefixes a path with the model's
             name when built, not when loaded, so write `r"(^|/)head/"` rather than
             `"^head/"`). Defaults to `None`.
+        precondition_vectors: precondition biases, norms' scales and `(n, 1)` kernels with one
+            full factor per block and exponent `-1/2` ("Vectors" above; Google's default),
+            instead of the grafted optimizer alone (Meta's). Defaults to `False`.
         weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
         ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name:
             the standard `keras.optimizers.Optimizer` arguments.
@@ -144,6 +154,7 @@ class Shampoo(KroneckerFactoredOptimizer):
         root_method="eigh",
         exclude_embeddings=True,
         exclude_layers=None,
+        precondition_vectors=False,
         **kwargs,
     ):
         # === Validation, before any work (the base class checks the arguments it shares) ===
@@ -174,6 +185,7 @@ class Shampoo(KroneckerFactoredOptimizer):
             max_preconditioner_dim=max_preconditioner_dim,
             exclude_embeddings=exclude_embeddings,
             exclude_layers=exclude_layers,
+            precondition_vectors=precondition_vectors,
             **kwargs,
         )
         self.beta2 = float(beta2)
@@ -273,11 +285,15 @@ class Shampoo(KroneckerFactoredOptimizer):
         self.assign_sub(variable, ops.cast(update * schedule.learning_rate, variable.dtype))
 
     def _shampoo_direction(self, index, filtered, grafted):
-        """P_L M_hat P_R per block, with the grafted step's norm, in the variable's shape."""
+        """P_L M_hat P_R per block (P_L^2 M_hat for a vector's), with the grafted step's norm,
+        in the variable's shape."""
         layout = self._layouts[index]
         left_root = ops.convert_to_tensor(self._left_factors[index])
-        right_root = ops.convert_to_tensor(self._right_factors[index])
-        direction = ops.matmul(ops.matmul(left_root, layout.to_blocks(filtered)), right_root)
+        direction = ops.matmul(left_root, layout.to_blocks(filtered))
+        if layout.is_vector:  # the order-1 exponent -1/2: (L^(-1/4))^2; R is a 1 x 1 scalar
+            direction = ops.matmul(left_root, direction)
+        else:
+            direction = ops.matmul(direction, ops.convert_to_tensor(self._right_factors[index]))
         if layout.is_padded:
             direction = direction * layout.mask
         if grafting_lib.rescales_shampoo(self.grafting):

@@ -31,7 +31,8 @@ class SOAP(KroneckerFactoredOptimizer):
     ```
 
     With `Q = I` this is Adam, so up to the first refresh, and for variables that are not
-    preconditioned (biases, norms, embeddings, `(n, 1)` kernels), SOAP is Adam (with epsilon
+    preconditioned (embeddings; biases, norms and `(n, 1)` kernels unless
+    `precondition_vectors`), SOAP is Adam (with epsilon
     added to the bias-corrected `sqrt(v_hat)`, as in the Adam paper; Keras' Adam adds it
     before the correction). Eigenvectors are sorted by descending eigenvalue at every refresh,
     as in the official implementation, so an entry of `v` keeps following the eigenvalue of
@@ -60,6 +61,9 @@ class SOAP(KroneckerFactoredOptimizer):
             Defaults to `True`.
         exclude_layers: regular expressions; variables whose path matches one use Adam (see
             `Shampoo`). Defaults to `None`.
+        precondition_vectors: run Adam in the eigenbasis of one full factor per block for
+            biases, norms' scales and `(n, 1)` kernels (the column `(n, 1)`: its right factor
+            is `1 x 1`), instead of plain Adam. Defaults to `False`.
         weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
         ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name:
             the standard `keras.optimizers.Optimizer` arguments.
@@ -108,6 +112,7 @@ class SOAP(KroneckerFactoredOptimizer):
         max_preconditioner_dim=4096,
         exclude_embeddings=True,
         exclude_layers=None,
+        precondition_vectors=False,
         **kwargs,
     ):
         # === Validation, before any work (the base class checks the arguments it shares) ===
@@ -130,6 +135,7 @@ class SOAP(KroneckerFactoredOptimizer):
             max_preconditioner_dim=max_preconditioner_dim,
             exclude_embeddings=exclude_embeddings,
             exclude_layers=exclude_layers,
+            precondition_vectors=precondition_vectors,
             **kwargs,
         )
         self.beta2 = float(beta2)

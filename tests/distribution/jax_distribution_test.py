@@ -85,14 +85,15 @@ def test_nested_layouts_cover_majority_copies_and_mlp_heads():
 
 
 def shampoo_layouts(spread_axis=None, block_size=4, d_in=4, mesh_shape=(2, 4),
-                    names=("batch", "model")):
+                    names=("batch", "model"), precondition_vectors=False):
     ta = keras.Sequential([keras.Input((d_in,)),
                            keras_matta.MatDense(16, activation="relu", name="hidden"),
                            keras_matta.MatDense(4, nested=False, name="logits")], name="ta")
     layout_map = distribution_lib.matta_layout_map(
         mesh(mesh_shape, names), column_parallel=["hidden"], row_parallel=["logits"],
         model_axis=names[-1])
-    optimizer = keras_matta.optimizers.Shampoo(block_size=block_size, name="opt")
+    optimizer = keras_matta.optimizers.Shampoo(
+        block_size=block_size, precondition_vectors=precondition_vectors, name="opt")
     distribution_lib.add_shampoo_layouts(layout_map, optimizer, ta, spread_axis=spread_axis)
     return lambda path: axes(layout_map, f"opt/{path}")
 
@@ -120,6 +121,18 @@ def test_shampoo_state_is_replicated_when_blocks_do_not_align():
     # block_size 8 on a (16, 4) kernel split 4 ways: 4 rows per shard, blocks of 8 rows.
     state = shampoo_layouts(block_size=8)
     assert state("ta_logits_kernel_left_statistics") is None
+
+
+def test_preconditioned_vectors_state_follows_the_blocks_each_device_holds():
+    # The hidden bias (16,) is split 4 ways on "model": blocks of 4 rows, one per shard.
+    state = shampoo_layouts(precondition_vectors=True)
+    assert state("ta_hidden_bias_left_statistics") == ("model", None, None)
+    assert state("ta_hidden_bias_right_root") == ("model", None, None)
+    assert state("ta_logits_bias_left_statistics") is None  # (4,): replicated
+    # Blocks of 8 rows do not fit a shard's 4 rows.
+    assert shampoo_layouts(block_size=8, precondition_vectors=True)(
+        "ta_hidden_bias_left_statistics") is None
+    assert shampoo_layouts()("ta_hidden_bias_left_statistics") is None  # not preconditioned
 
 
 def test_spread_axis_splits_the_blocks_of_replicated_variables():

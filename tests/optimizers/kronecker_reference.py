@@ -17,9 +17,12 @@ SHAPE, BLOCK_SIZE = (10, 7), 4
 VARIABLES = [("kernel", SHAPE), ("attention", (2, 3, 5)), ("bias", (7,)), ("embeddings", SHAPE)]
 
 
-def numpy_matrix_shape(shape):
-    """Drop size-1 axes; split once, in order, where the smaller side is largest."""
+def numpy_matrix_shape(shape, vectors=False):
+    """Drop size-1 axes; split once, in order, where the smaller side is largest. With
+    `vectors`, one axis left is the column `(n, 1)`."""
     dims = [d for d in shape if d != 1]
+    if vectors and len(dims) == 1:
+        return (dims[0], 1)
     if len(dims) < 2:
         return None
     best = None
@@ -46,7 +49,8 @@ class NumpyKroneckerReference:
         self.shape = shape
         self.momentum = np.zeros(shape)
         self.second_moment = np.zeros(shape)
-        self.matrix_shape = numpy_matrix_shape(shape) if preconditioned else None
+        vectors = hyper.get("precondition_vectors", False)
+        self.matrix_shape = numpy_matrix_shape(shape, vectors) if preconditioned else None
         if self.matrix_shape is not None:
             rows, cols = self.matrix_shape
             self.blocks = [

@@ -27,8 +27,9 @@ OPTIMIZER_FACTORIES = [
             start_preconditioning_step=3,
             precondition_frequency=5,
             block_size=8,
+            precondition_vectors=True,  # the biases too: blocks of (8, 1) and (4, 1)
         ),
-        id="shampoo-sgd-newton-blocked",
+        id="shampoo-sgd-newton-blocked-vectors",
     ),
     # beta1=0.9: the paper's 0.95 oscillates longer on the full-batch quadratic.
     pytest.param(
@@ -37,9 +38,10 @@ OPTIMIZER_FACTORIES = [
     ),
     pytest.param(
         lambda: SOAP(
-            learning_rate=0.1, beta1=0.9, beta2=0.99, precondition_frequency=5, block_size=4
+            learning_rate=0.1, beta1=0.9, beta2=0.99, precondition_frequency=5, block_size=4,
+            precondition_vectors=True,
         ),
-        id="soap-blocked",
+        id="soap-blocked-vectors",
     ),
 ]
 

@@ -20,10 +20,10 @@ from keras_matta.optimizers.blocking import matrix_shape_for
 # === An independent float64 NumPy Shampoo, written from the docstring ===
 
 
-def numpy_inverse_fourth_root(statistics, epsilon):
+def numpy_inverse_root(statistics, epsilon, root):
     eigenvalues, eigenvectors = np.linalg.eigh(statistics)
     damped = np.maximum(eigenvalues, 0.0) + epsilon * eigenvalues.max()
-    return (eigenvectors * damped**-0.25) @ eigenvectors.T
+    return (eigenvectors * damped ** (-1.0 / root)) @ eigenvectors.T
 
 
 class NumpyShampoo(NumpyKroneckerReference):
@@ -55,14 +55,21 @@ class NumpyShampoo(NumpyKroneckerReference):
 
         g, m, a = (x.reshape(self.matrix_shape) for x in (gradient, m_hat, graft))
         update = np.zeros(self.matrix_shape)
+        # An order-k tensor's factors take the exponent -1/(2k): a matrix's -1/4 on each side,
+        # a vector's -1/2 on its one factor.
+        vector = self.matrix_shape[1] == 1  # a matrix view has no size-1 side
         for i, block in enumerate(self.blocks):
             self.update_statistics(i, g[block], b2)
             if self.refreshes(t):
                 correction = 1 - b2**t if b2 < 1 else 1.0
                 for statistics, roots in ((self.left, self.left_factor),
                                           (self.right, self.right_factor)):
-                    roots[i] = numpy_inverse_fourth_root(statistics[i] / correction, h["epsilon"])
-            direction = self.left_factor[i] @ m[block] @ self.right_factor[i]
+                    roots[i] = numpy_inverse_root(
+                        statistics[i] / correction, h["epsilon"], 2 if vector else 4)
+            if vector:
+                direction = self.left_factor[i] @ m[block]
+            else:
+                direction = self.left_factor[i] @ m[block] @ self.right_factor[i]
             if grafting != "none":
                 direction *= np.linalg.norm(a[block]) / np.linalg.norm(direction)
             update[block] = direction if t >= h["start_preconditioning_step"] else a[block]
@@ -99,8 +106,11 @@ def run_both(steps=7, learning_rate=0.01, named_shapes=VARIABLES, **overrides):
         {"grafting": "adagrad", "beta1": 0.0},
         {"grafting": "rmsprop", "precondition_frequency": 1},
         {"grafting": "none", "start_preconditioning_step": 1},
+        {"precondition_vectors": True},
+        {"precondition_vectors": True, "grafting": "none"},
     ],
-    ids=["adam", "nesterov-decay", "sgd-sums", "adagrad-no-momentum", "rmsprop-every-step", "none"],
+    ids=["adam", "nesterov-decay", "sgd-sums", "adagrad-no-momentum", "rmsprop-every-step", "none",
+         "vectors", "vectors-ungrafted"],
 )
 def test_steps_match_numpy_reference(overrides):
     optimizer, variables, initial = run_both(**overrides)
@@ -108,7 +118,8 @@ def test_steps_match_numpy_reference(overrides):
     for variable, start in zip(variables, initial):
         assert np.abs(to_numpy(variable) - start).max() > 1e-3
     layouts = [layout is not None for layout in optimizer._layouts]
-    assert layouts == [True, True, False, False]
+    # The bias (7,) is preconditioned as the column (7, 1) only with precondition_vectors.
+    assert layouts == [True, True, overrides.get("precondition_vectors", False), False]
 
 
 @pytest.mark.parametrize("root_method", ["eigh", "newton"])
@@ -186,6 +197,11 @@ def test_matrix_shape_rule():
     }
     for shape, matrix in cases.items():
         assert matrix_shape_for(shape) == matrix == numpy_matrix_shape(shape), shape
+    # precondition_vectors: one axis left is a column; matrices and scalars are unchanged.
+    vector_cases = {**cases, (7,): (7, 1), (7, 1): (7, 1), (1, 1, 9): (9, 1), (1,): None}
+    for shape, matrix in vector_cases.items():
+        assert matrix_shape_for(shape, vectors=True) == matrix, shape
+        assert numpy_matrix_shape(shape, vectors=True) == matrix, shape
 
 
 def test_which_variables_are_preconditioned():
@@ -212,6 +228,23 @@ def test_which_variables_are_preconditioned():
     query_index = [v.path for v in model.trainable_variables].index("attention/query/kernel")
     statistics = optimizer._left_statistics[query_index]
     assert tuple(statistics.shape) == (4, 16, 16) and statistics.dtype == "float32"
+
+
+def test_precondition_vectors_gives_biases_and_norms_one_factor_per_block():
+    inputs = keras.Input((40,))
+    model = keras.Model(inputs, keras.layers.LayerNormalization(name="norm")(
+        keras.layers.Dense(1, name="column")(inputs)))
+    optimizer = Shampoo(block_size=16, precondition_vectors=True)
+    optimizer.build(model.trainable_variables)
+    layouts = {v.path: layout for v, layout in zip(model.trainable_variables, optimizer._layouts)}
+    kernel = layouts["column/kernel"]  # (40, 1): three blocks of 16, 16 and 8 (padded) rows
+    assert kernel.is_vector and kernel.matrix_shape == (40, 1)
+    assert kernel.block_shape == (16, 1) and kernel.num_blocks == 3 and kernel.is_padded
+    assert layouts["column/bias"] is None  # (1,): a scalar
+    assert layouts["norm/gamma"] is None and layouts["norm/beta"] is None  # (1,) too
+    index = [v.path for v in model.trainable_variables].index("column/kernel")
+    assert tuple(optimizer._left_statistics[index].shape) == (3, 16, 16)
+    assert tuple(optimizer._right_statistics[index].shape) == (3, 1, 1)
 
 
 def test_root_recomputation_schedule():
@@ -371,6 +404,8 @@ INVALID_VALUES = [
 INVALID_TYPES = [
     ({"nesterov": "yes"}, "`nesterov` must be a bool"),
     ({"exclude_embeddings": 1}, "`exclude_embeddings` must be a bool"),
+    ({"precondition_vectors": "yes"}, "`precondition_vectors` must be a bool; got "
+                                      "precondition_vectors='yes'"),
     ({"exclude_layers": "head"}, "`exclude_layers` must be a list"),
 ]
 

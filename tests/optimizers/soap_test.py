@@ -80,14 +80,16 @@ def run_both(steps=9, learning_rate=0.01, named_shapes=VARIABLES, **overrides):
 
 @pytest.mark.parametrize(
     "overrides",
-    [{}, {"shampoo_beta": None, "weight_decay": 0.1}, {"shampoo_beta": 1.0, "beta1": 0.0}],
-    ids=["default", "beta2-statistics-decay", "sums-no-momentum"],
+    [{}, {"shampoo_beta": None, "weight_decay": 0.1}, {"shampoo_beta": 1.0, "beta1": 0.0},
+     {"precondition_vectors": True}],
+    ids=["default", "beta2-statistics-decay", "sums-no-momentum", "vectors"],
 )
 def test_steps_match_numpy_reference(overrides):
     optimizer, variables, initial = run_both(**overrides)
     for variable, start in zip(variables, initial):
         assert np.abs(to_numpy(variable) - start).max() > 1e-3
-    assert [layout is not None for layout in optimizer._layouts] == [True, True, False, False]
+    vectors = overrides.get("precondition_vectors", False)
+    assert [layout is not None for layout in optimizer._layouts] == [True, True, vectors, False]
 
 
 def test_the_eigenbasis_is_not_adam_and_the_start_step_matters():
