@@ -21,7 +21,7 @@ holds its share of refreshes (a median would hide them). SOAP's step does 8 bloc
 (2 Grams, rotating the gradient and the momentum in, the update out) against Shampoo's 4
 (2 Grams, `P_L M P_R`), and the same eigendecompositions at a refresh.
 
-The cost model (`--floor`, on by default): per optimizer and frequency, the Kronecker
+The cost model (the floor; `--no-floor` skips it): per optimizer and frequency, the Kronecker
 arithmetic of one step alone, at the fastest this machine does it, is timed in the same turns:
 every block of the model's preconditioned variables stacked by block shape across variables
 (the fewest calls), compiled as the train step is (`jax.jit`, XLA `tf.function`, eager torch),
@@ -102,7 +102,15 @@ def workloads(args):
 
 # Block products per step: Shampoo's two Grams and P_L M P_R; SOAP's two Grams, the gradient
 # and the momentum rotated in, and the update rotated out.
-PRODUCTS = {"shampoo": 4, "soap": 8}
+PRODUCTS = {"shampoo": 4, "shampoo_vectors": 4, "soap": 8}
+
+
+def make_optimizer(name, root_method, **common):
+    """`shampoo`, `shampoo_vectors` (`precondition_vectors=True`) or `soap`."""
+    if name == "soap":
+        return SOAP(**common)
+    return Shampoo(root_method=root_method, precondition_vectors=name == "shampoo_vectors",
+                   **common)
 
 
 def warmed_up_model(build_model, optimizer, data, warmup):
@@ -176,11 +184,12 @@ def kronecker_arithmetic(stacks, products, seed=0):
         g = rng.standard_normal((count, rows, cols)).astype("float32")
         left = rng.standard_normal((count, rows, rows)).astype("float32") / rows
         right = rng.standard_normal((count, cols, cols)).astype("float32") / cols
-        tensors.append(tuple(ops.convert_to_tensor(t) for t in (g, left, right)))
+        grams = g @ g.transpose(0, 2, 1), g.transpose(0, 2, 1) @ g  # statistics to decompose
+        tensors.append(tuple(ops.convert_to_tensor(t) for t in (g, left, right, *grams)))
 
     def products_fn(tensors):
         total = 0.0
-        for g, left, right in tensors:
+        for g, left, right, _, _ in tensors:
             grams = ops.matmul(g, ops.swapaxes(g, -1, -2)), ops.matmul(ops.swapaxes(g, -1, -2), g)
             x = g
             for _ in range((products - 2) // 2):  # P_L X P_R (Shampoo), Q_L^T X Q_R (SOAP)
@@ -191,10 +200,9 @@ def kronecker_arithmetic(stacks, products, seed=0):
 
     def eigh_fn(tensors):
         total = 0.0
-        for g, _, _ in tensors:
-            for gram in (ops.matmul(g, ops.swapaxes(g, -1, -2)),
-                         ops.matmul(ops.swapaxes(g, -1, -2), g)):
-                _, vectors = ops.eigh(gram)
+        for _, _, _, left_statistics, right_statistics in tensors:
+            for statistics in (left_statistics, right_statistics):
+                _, vectors = ops.eigh(statistics)
                 total = total + ops.sum(vectors)
         return total
 
@@ -203,9 +211,14 @@ def kronecker_arithmetic(stacks, products, seed=0):
             lambda: ops.convert_to_numpy(eigh_fn(tensors)))
 
 
+# Issue #18's goals at precondition_frequency=10, as ratios to Adam's step.
+GOALS = {("transformer_lm", 32): 1.10, ("mlp", 1024): 1.25, ("mlp", 32): 2.0}
+
+
 def plot(axes, rows, block_size):
     """One cluster of bars per workload, one bar per optimizer and frequency: wall-time ratios
-    (the CPU-time ratios are in the JSON and the table)."""
+    (the CPU-time ratios are in the JSON and the table), each bar's floor as a black tick and
+    the workload's goal as a dashed line."""
     from matplotlib.ticker import NullFormatter
 
     workloads = list(dict.fromkeys((r["model"], r["batch_size"]) for r in rows))
@@ -213,22 +226,28 @@ def plot(axes, rows, block_size):
         (r["optimizer"], r["frequency"]) for r in rows if r["optimizer"] != "adam"))
     width = 0.8 / len(series)
     for i, (optimizer, frequency) in enumerate(series):
-        ratios = [
-            next(r["ratio_vs_adam"] for r in rows
-                 if (r["model"], r["batch_size"]) == workload
-                 and (r["optimizer"], r["frequency"]) == (optimizer, frequency))
-            for workload in workloads
-        ]
+        found = [next(r for r in rows if (r["model"], r["batch_size"]) == workload
+                      and (r["optimizer"], r["frequency"]) == (optimizer, frequency))
+                 for workload in workloads]
         positions = np.arange(len(workloads)) + (i - (len(series) - 1) / 2) * width
-        axes.bar(positions, ratios, width, label=f"{optimizer}, frequency {frequency}")
+        axes.bar(positions, [r["ratio_vs_adam"] for r in found], width,
+                 label=f"{optimizer}, frequency {frequency}")
+        floors = [(p, r["floor_vs_adam"]) for p, r in zip(positions, found) if "floor_vs_adam" in r]
+        if floors:
+            axes.hlines([f for _, f in floors], [p - width / 2 for p, _ in floors],
+                        [p + width / 2 for p, _ in floors], color="black", linewidth=2,
+                        label="floor (cost model)" if i == 0 else None)
+    with_goal = [j for j, workload in enumerate(workloads) if workload in GOALS]
+    for j in with_goal:
+        axes.hlines(GOALS[workloads[j]], j - 0.45, j + 0.45, color="gray", linestyle="--",
+                    label="goal (issue #18)" if j == with_goal[0] else None)
     axes.set_xticks(np.arange(len(workloads)),
                     [f"{model}, batch {batch}" for model, batch in workloads])
     axes.set_yscale("log")
-    ticks = [1, 1.25, 2, 4, 8, 16]
+    ticks = [1, 1.1, 1.25, 2, 4, 8, 16]
     axes.set_yticks(ticks, [f"{tick:g}" for tick in ticks])
     axes.yaxis.set_minor_formatter(NullFormatter())
     axes.axhline(1.0, color="black", linewidth=0.8, label="Adam")
-    axes.axhline(1.25, color="gray", linewidth=0.8, linestyle="--", label="goal (1.25)")
     axes.set_ylabel("step time / Adam step time (wall)")
     axes.set_title(f"Step time vs Adam ({keras.backend.backend()}, block {block_size})")
     axes.legend(fontsize=8)
@@ -253,7 +272,7 @@ def main():
     parser.add_argument("--root-method", default="eigh", choices=["eigh", "newton"],
                         help="Shampoo's (SOAP always uses eigh)")
     parser.add_argument("--optimizers", nargs="+", default=["shampoo", "soap"],
-                        choices=["shampoo", "soap"])
+                        choices=list(PRODUCTS))
     parser.add_argument("--no-floor", dest="floor", action="store_false",
                         help="skip the cost model's floor (see the module docstring)")
     parser.add_argument("--output", default="optimizer_step_time",
@@ -272,25 +291,21 @@ def main():
             for frequency in args.frequencies:
                 common = dict(precondition_frequency=frequency, start_preconditioning_step=1,
                               block_size=args.block_size)
-                optimizers[name, frequency] = (
-                    Shampoo(root_method=args.root_method, **common) if name == "shampoo"
-                    else SOAP(**common)
-                )
+                optimizers[name, frequency] = make_optimizer(name, args.root_method, **common)
         models = {
             key: warmed_up_model(build_model, optimizer, data, args.warmup)
             for key, optimizer in optimizers.items()
         }
         steps_by_name = {key: (lambda m=model, d=data: m.train_on_batch(*d))
                          for key, model in models.items()}
-        stacks = None
+        stacks = {}
         if args.floor:
-            # Shampoo and SOAP cut the same blocks; a refresh is two eighs per block in both.
-            preconditioned = models[next(key for key in models if key[0] != "adam")]
-            stacks = block_stacks(preconditioned, preconditioned.optimizer)
             for name in args.optimizers:
-                products, eigh = kronecker_arithmetic(stacks, PRODUCTS[name])
+                model = models[name, args.frequencies[0]]
+                stacks[name] = block_stacks(model, model.optimizer)
+                products, eigh = kronecker_arithmetic(stacks[name], PRODUCTS[name])
                 products(), eigh()  # compiles
-                steps_by_name[name, "products"], steps_by_name["refresh", "eigh"] = products, eigh
+                steps_by_name[name, "products"], steps_by_name[name, "eigh"] = products, eigh
         times = interleaved_step_seconds(steps_by_name, steps, args.round_steps)
         adam_wall, adam_cpu = times["adam", None]
         for name, frequency in models:
@@ -300,11 +315,10 @@ def main():
                    "ratio_vs_adam": wall / adam_wall, "cpu_ratio_vs_adam": cpu / adam_cpu,
                    "steps": steps, "block_size": args.block_size,
                    "root_method": "eigh" if name == "soap" else args.root_method}
-            if stacks is not None and name != "adam":
-                products_wall = times[name, "products"][0]
-                eigh_wall = times["refresh", "eigh"][0]
+            if name in stacks:
+                products_wall, eigh_wall = times[name, "products"][0], times[name, "eigh"][0]
                 row.update(
-                    blocks={f"{r}x{c}": n for (r, c), n in stacks.items()},
+                    blocks={f"{r}x{c}": n for (r, c), n in stacks[name].items()},
                     products_ms=1e3 * products_wall, eigh_ms=1e3 * eigh_wall,
                     floor_vs_adam=1.0 + (products_wall + eigh_wall / frequency) / adam_wall,
                 )
