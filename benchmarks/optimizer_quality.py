@@ -8,16 +8,25 @@
   rotated so that no coordinate axis is special (a diagonal method cannot undo the rotation);
   steps until the loss is 1e-4 of the first one, at the best rate of the grid (None: never
   within `--max-steps`). `n = 1` is the case where Shampoo does not precondition (an `(n, 1)`
-  kernel): Shampoo is its Adam graft, with or without Nesterov.
+  kernel): Shampoo is its Adam graft, with or without Nesterov, unless `precondition_vectors`
+  (the `*_vectors` arms), which gives the column one full factor.
+- `lm`: the demo's byte-level transformer TA (`keras_matta.study`, "default" size) on
+  Shakespeare's plays, `--lm-steps` steps of batch 32 at a constant rate. Each optimizer of
+  `--lm-optimizers` picks its rate from `LM_RATES` on seed 0's validation bits per byte; the
+  other `--lm-seeds` run at that rate (weights and batches from the seed); test bits per byte
+  (mean and std over seeds, and per seed for paired comparisons) are reported.
 
-This is the evidence for Shampoo's `nesterov` default on these problems (issue #18 adds the
-byte-level LM, where Nesterov helped: 3.029 against 3.078 bits/byte).
+This is the evidence for Shampoo's `nesterov` and `precondition_vectors` defaults on these
+problems (issue #18 adds the byte-level LM, where Nesterov helped: 3.029 against 3.078
+bits/byte).
 
 Usage:
     KERAS_BACKEND=jax OMP_NUM_THREADS=1 python benchmarks/optimizer_quality.py \\
-        [--digits-steps 600] [--max-steps 1500]
+        [--digits-steps 600] [--max-steps 1500] [--problems digits least_squares lm] \\
+        [--lm-steps 600] [--lm-seeds 0 1 2] [--lm-optimizers shampoo shampoo_vectors] \\
+        [--output optimizer_quality]
 
-Writes benchmarks/results/optimizer_quality_<backend>.json.
+Writes benchmarks/results/<output>_<backend>.json.
 """
 
 import argparse
@@ -29,20 +38,32 @@ import numpy as np
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from common import report  # noqa: E402
 
+from keras_matta.data import byte_windows  # noqa: E402
 from keras_matta.data import digits  # noqa: E402
+from keras_matta.data import load_task  # noqa: E402
 from keras_matta.optimizers import SOAP  # noqa: E402
 from keras_matta.optimizers import Shampoo  # noqa: E402
+from keras_matta.study import models  # noqa: E402
+from keras_matta.study import runs  # noqa: E402
+from keras_matta.study.config import preset  # noqa: E402
 
 OPTIMIZERS = {
     "adam": lambda lr: keras.optimizers.Adam(lr),
     "shampoo": lambda lr: Shampoo(lr),  # nesterov=True, the default
     "shampoo_no_nesterov": lambda lr: Shampoo(lr, nesterov=False),
+    "shampoo_vectors": lambda lr: Shampoo(lr, precondition_vectors=True),
     "soap": lambda lr: SOAP(lr),
+    "soap_vectors": lambda lr: SOAP(lr, precondition_vectors=True),
 }
 # Rates around each optimizer's usual one (SOAP's paper default is 3e-3, Adam's 1e-3).
 DIGITS_RATES = {"adam": [3e-4, 1e-3, 3e-3], "shampoo": [3e-4, 1e-3, 3e-3],
-                "shampoo_no_nesterov": [3e-4, 1e-3, 3e-3], "soap": [1e-3, 3e-3, 1e-2]}
+                "shampoo_no_nesterov": [3e-4, 1e-3, 3e-3], "shampoo_vectors": [3e-4, 1e-3, 3e-3],
+                "soap": [1e-3, 3e-3, 1e-2], "soap_vectors": [1e-3, 3e-3, 1e-2]}
 LEAST_SQUARES_RATES = [0.03, 0.1, 0.3, 1.0, 3.0]
+# On this LM, Shampoo's best rate of {1e-3, 3e-3, 1e-2} was 1e-2 and Adam's 3e-3
+# (shampoo_convergence_jax.json).
+LM_RATES = {"adam": [1e-3, 3e-3], "shampoo": [3e-3, 1e-2], "shampoo_no_nesterov": [3e-3, 1e-2],
+            "shampoo_vectors": [3e-3, 1e-2], "soap": [3e-3, 1e-2], "soap_vectors": [3e-3, 1e-2]}
 
 
 def digits_rows(steps, seed):
@@ -111,13 +132,57 @@ def least_squares_rows(outputs, max_steps):
     return rows
 
 
+def lm_bits_per_byte(make, learning_rate, steps, seed, data, splits):
+    """`[bits per byte on each of splits]` after `steps` steps from seed `seed`'s weights and
+    batches of `data` (the Shakespeare task)."""
+    config = preset("lm", "default")
+    keras.utils.set_random_seed(seed)
+    model = models.build("lm", "lm", **config.ta)
+    model.compile(make(learning_rate), loss=runs.loss_fn())
+    for x, y in runs.batches(data, config, seed, steps):
+        model.train_on_batch(x, y)
+    return [model.evaluate(*split, batch_size=256, verbose=0) / np.log(2.0) for split in splits]
+
+
+def lm_rows(steps, seeds, names):
+    data, length = load_task("shakespeare"), preset("lm", "default").sequence_length
+    splits = [byte_windows(data.validation, length, max_windows=512),
+              byte_windows(data.test, length, max_windows=512)]
+    rows = []
+    for name in names:
+        by_rate = {lr: lm_bits_per_byte(OPTIMIZERS[name], lr, steps, seeds[0], data, splits)
+                   for lr in LM_RATES[name]}
+        print(f"  lm {name}, seed {seeds[0]}: validation bits/byte by rate "
+              f"{ {lr: round(v, 4) for lr, (v, _) in by_rate.items()} }", flush=True)
+        lr = min(by_rate, key=lambda rate: by_rate[rate][0])
+        per_seed = [by_rate[lr]] + [
+            lm_bits_per_byte(OPTIMIZERS[name], lr, steps, seed, data, splits)
+            for seed in seeds[1:]]
+        test = [t for _, t in per_seed]
+        print(f"  lm {name} lr={lr:g}: test bits/byte {np.mean(test):.4f} ± {np.std(test):.4f}",
+              flush=True)
+        rows.append({"problem": "lm", "optimizer": name, "learning_rate": lr, "steps": steps,
+                     "seeds": list(seeds), "validation_bits_per_byte": by_rate[lr][0],
+                     "test_bits_per_byte": float(np.mean(test)),
+                     "test_bits_per_byte_std": float(np.std(test)),
+                     "test_bits_per_byte_per_seed": test,
+                     "validation_by_rate": {str(k): v for k, (v, _) in by_rate.items()}})
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--digits-steps", type=int, default=600)
     parser.add_argument("--max-steps", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--problems", nargs="+", default=["digits", "least_squares"],
-                        choices=["digits", "least_squares"])
+                        choices=["digits", "least_squares", "lm"])
+    parser.add_argument("--lm-steps", type=int, default=600)
+    parser.add_argument("--lm-seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--lm-optimizers", nargs="+", default=["shampoo", "shampoo_vectors"],
+                        choices=list(OPTIMIZERS))
+    parser.add_argument("--output", default="optimizer_quality",
+                        help="file stem under benchmarks/results/ (before _<backend>)")
     args = parser.parse_args()
     rows = []
     if "least_squares" in args.problems:
@@ -125,9 +190,11 @@ def main():
             rows += least_squares_rows(outputs, args.max_steps)
     if "digits" in args.problems:
         rows += digits_rows(args.digits_steps, args.seed)
-    report("optimizer_quality", rows,
+    if "lm" in args.problems:
+        rows += lm_rows(args.lm_steps, args.lm_seeds, args.lm_optimizers)
+    report(args.output, rows,
            ["problem", "optimizer", "learning_rate", "test_accuracy", "validation_accuracy",
-            "steps_to_1e-4"])
+            "steps_to_1e-4", "test_bits_per_byte", "test_bits_per_byte_std"])
 
 
 if __name__ == "__main__":
