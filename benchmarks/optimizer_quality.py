@@ -26,10 +26,12 @@ Usage:
         [--lm-steps 600] [--lm-seeds 0 1 2] [--lm-optimizers shampoo shampoo_vectors] \\
         [--output optimizer_quality]
 
-Writes benchmarks/results/<output>_<backend>.json.
+Writes benchmarks/results/<output>_<backend>.json; `--table JSON [JSON ...]` prints the README
+table from results files instead.
 """
 
 import argparse
+import json
 import sys
 
 import keras
@@ -170,6 +172,32 @@ def lm_rows(steps, seeds, names):
     return rows
 
 
+def readme_table(rows):
+    """One line per optimizer: each problem's result and, in brackets, its chosen rate."""
+    problems = list(dict.fromkeys(row["problem"] for row in rows))
+    titles = {"digits": "digits MLP: test accuracy", "lm": "byte LM: test bits/byte"}
+
+    def cell(row):
+        if row is None:
+            return ""
+        if row["problem"] == "digits":
+            value = f"{row['test_accuracy']:.3f}"
+        elif row["problem"] == "lm":
+            value = (f"{row['test_bits_per_byte']:.3f} ± {row['test_bits_per_byte_std']:.3f} "
+                     f"({len(row['seeds'])} seeds)")
+        else:
+            value = str(row["steps_to_1e-4"] or "not reached")
+        return f"{value} ({row['learning_rate']:g})" if row["learning_rate"] else value
+
+    header = [titles.get(p, p.replace("least_squares_", "least squares ") + ": steps to 1e-4")
+              for p in problems]
+    lines = ["| optimizer | " + " | ".join(header) + " |", "|---" * (len(problems) + 1) + "|"]
+    for name in dict.fromkeys(row["optimizer"] for row in rows):
+        found = {row["problem"]: row for row in rows if row["optimizer"] == name}
+        lines.append(f"| {name} | " + " | ".join(cell(found.get(p)) for p in problems) + " |")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--digits-steps", type=int, default=600)
@@ -183,7 +211,16 @@ def main():
                         choices=list(OPTIMIZERS))
     parser.add_argument("--output", default="optimizer_quality",
                         help="file stem under benchmarks/results/ (before _<backend>)")
+    parser.add_argument("--table", nargs="+", metavar="JSON",
+                        help="print the README table from these results files and exit")
     args = parser.parse_args()
+    if args.table:
+        rows = []
+        for path in args.table:
+            with open(path) as file:
+                rows += json.load(file)["rows"]
+        print(readme_table(rows))
+        return
     rows = []
     if "least_squares" in args.problems:
         for outputs in (8, 1):
