@@ -43,10 +43,13 @@ Usage:
         [--optimizers shampoo soap] [--block-size 128] [--no-floor] \\
         [--output optimizer_step_time]
 
-Writes benchmarks/results/<output>_<backend>.json and .png.
+Writes benchmarks/results/<output>_<backend>.json and .png; `--table JSON [JSON ...]` prints
+the README table (measured ratio and floor per workload, optimizer and backend) from results
+files instead.
 """
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -253,6 +256,35 @@ def plot(axes, rows, block_size):
     axes.legend(fontsize=8)
 
 
+def readme_table(payloads):
+    """Rows: workload and optimizer; columns: each payload's backend, `measured (floor)`."""
+    backends = [payload["environment"]["backend"] for payload in payloads]
+    keys = list(dict.fromkeys(
+        (row["model"], row["batch_size"], row["optimizer"], row["frequency"])
+        for payload in payloads for row in payload["rows"] if row["optimizer"] != "adam"))
+    lines = ["| workload | optimizer | goal | " + " | ".join(backends) + " |",
+             "|---" * (len(backends) + 3) + "|"]
+    for model, batch, optimizer, frequency in keys:
+        cells = []
+        for payload in payloads:
+            row = next((r for r in payload["rows"] if (r["model"], r["batch_size"],
+                        r["optimizer"], r["frequency"]) == (model, batch, optimizer, frequency)),
+                       None)
+            cells.append(_ratio_cell(row))
+        goal = GOALS.get((model, batch)) if frequency == 10 else None
+        lines.append(f"| {model}, batch {batch} | {optimizer}, frequency {frequency} | "
+                     f"{'' if goal is None else f'{goal:g}'} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _ratio_cell(row):
+    if row is None:
+        return ""
+    if "floor_vs_adam" not in row:
+        return f"{row['ratio_vs_adam']:.2f}"
+    return f"{row['ratio_vs_adam']:.2f} ({row['floor_vs_adam']:.2f})"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=100)
@@ -273,11 +305,20 @@ def main():
                         help="Shampoo's (SOAP always uses eigh)")
     parser.add_argument("--optimizers", nargs="+", default=["shampoo", "soap"],
                         choices=list(PRODUCTS))
+    parser.add_argument("--table", nargs="+", metavar="JSON",
+                        help="print the README table from these results files and exit")
     parser.add_argument("--no-floor", dest="floor", action="store_false",
                         help="skip the cost model's floor (see the module docstring)")
     parser.add_argument("--output", default="optimizer_step_time",
                         help="file stem under benchmarks/results/ (before _<backend>)")
     args = parser.parse_args()
+    if args.table:
+        payloads = []
+        for path in args.table:
+            with open(path) as file:
+                payloads.append(json.load(file))
+        print(readme_table(payloads))
+        return
     window = math.lcm(*args.frequencies, args.round_steps)
     steps = window * max(1, math.ceil(args.steps / window))
     if steps != args.steps:
