@@ -44,11 +44,10 @@ class Shampoo(KroneckerFactoredOptimizer):
 
     Shapes: size-1 axes are dropped; a variable with fewer than two axes left (biases, norms,
     `(n, 1)` kernels) is not preconditioned unless `precondition_vectors` (below), nor are
-    embeddings (`exclude_embeddings`),
-    variables whose path matches `exclude_layers`, and matrices with a side over
-    `max_preconditioner_dim`. A tensor of rank > 2 is reshaped to the matrix
-    `(d_0 ... d_{s-1}) x (d_s ... d_{k-1})` with the split `s` that makes it the most square
-    (largest smaller side). So a conv kernel `(kh, kw, c_in, c_out)` becomes
+    embeddings (`exclude_embeddings`), variables whose path matches `exclude_layers`, and
+    matrices with a side over `max_preconditioner_dim`. A tensor of rank > 2 is reshaped to the
+    matrix `(d_0 ... d_{s-1}) x (d_s ... d_{k-1})` with the split `s` that makes it the most
+    square (largest smaller side). So a conv kernel `(kh, kw, c_in, c_out)` becomes
     `(kh kw c_in) x c_out` and attention's EinsumDense kernels `(d, heads, head_dim)` and
     `(heads, head_dim, d)` become `d x (heads head_dim)` and `(heads head_dim) x d`. A side
     longer than `block_size` is split into blocks of `block_size` (the last one shorter).

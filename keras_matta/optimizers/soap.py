@@ -32,15 +32,14 @@ class SOAP(KroneckerFactoredOptimizer):
 
     With `Q = I` this is Adam, so up to the first refresh, and for variables that are not
     preconditioned (embeddings; biases, norms and `(n, 1)` kernels unless
-    `precondition_vectors`), SOAP is Adam (with epsilon
-    added to the bias-corrected `sqrt(v_hat)`, as in the Adam paper; Keras' Adam adds it
-    before the correction). Eigenvectors are sorted by descending eigenvalue at every refresh,
-    as in the official implementation, so an entry of `v` keeps following the eigenvalue of
-    the same rank (and, at the first refresh, a block with fewer real rows than the block
-    side keeps its real coordinates first); `v` is not otherwise transformed when the basis
-    changes. A refresh whose statistics are not finite restarts them from the step's gram, and
-    a basis that fails keeps the previous one, as in `Shampoo`. Weight decay is decoupled
-    (AdamW style).
+    `precondition_vectors`), SOAP is Adam (with epsilon added to the bias-corrected
+    `sqrt(v_hat)`, as in the Adam paper; Keras' Adam adds it before the correction).
+    Eigenvectors are sorted by descending eigenvalue at every refresh, as in the official
+    implementation, so an entry of `v` keeps following the eigenvalue of the same rank (and, at
+    the first refresh, a block with fewer real rows than the block side keeps its real
+    coordinates first); `v` is not otherwise transformed when the basis changes. A refresh whose
+    statistics are not finite restarts them from the step's gram, and a basis that fails keeps
+    the previous one, as in `Shampoo`. Weight decay is decoupled (AdamW style).
 
     Args:
         learning_rate: float, schedule or callable. Defaults to `0.003` (the paper's setting).
