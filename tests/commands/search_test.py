@@ -4,10 +4,16 @@ import json
 
 import keras
 import numpy as np
+import pytest
 from helpers import run_cli
 
 import keras_matta
 from keras_matta.study import models
+
+# The command's logic (budgets, cache, front files, extract --point) does not depend on the
+# backend; the search's evaluation and costs run on every backend in tests/search. Torch runs
+# these end-to-end commands eagerly in 6 s, TensorFlow compiles them in 94 s.
+pytestmark = pytest.mark.runs_on("torch")
 
 
 def test_search_writes_the_front_and_extract_takes_a_point(tmp_path, capsys):
