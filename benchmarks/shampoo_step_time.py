@@ -23,14 +23,14 @@ holds its share of refreshes (a median would hide them). SOAP's step does 8 bloc
 
 The cost model (the floor; `--no-floor` skips it): per optimizer and frequency, the Kronecker
 arithmetic of one step alone, at the fastest this machine does it, is timed in the same turns:
-every block of the model's preconditioned variables stacked by block shape across variables
-(the fewest calls), compiled as the train step is (`jax.jit`, XLA `tf.function`, eager torch),
-doing the step's block products (Shampoo 4, SOAP 8) and, every `frequency` steps, the
-eigendecompositions of both statistics. `floor = 1 + (products + eigh / frequency) / Adam's
-step` is then what the step would cost with no overhead besides Adam's own: no copies into
-blocks, no norms, no dispatch. A goal below the floor cannot be reached by implementation at
-that block size and frequency; the gap between the floor and the measured ratio is what an
-implementation could still win.
+every block of the model's preconditioned variables stacked by block shape across variables (the
+fewest calls), compiled as the train step is (`model.jit_compile`: XLA on JAX, a plain
+`tf.function` on TensorFlow's CPU default, eager torch), doing the step's block products
+(Shampoo 4, SOAP 8) and, every `frequency` steps, the eigendecompositions of both statistics.
+`floor = 1 + (products + eigh / frequency) / Adam's step` is then what the step would cost with
+no overhead besides Adam's own: no copies into blocks, no norms, no dispatch. A goal below the
+floor cannot be reached by implementation at that block size and frequency; the gap between the
+floor and the measured ratio is what an implementation could still win.
 
 Both wall time and process CPU time are reported: on a shared machine the CPU-time ratio is
 the steadier one. On a small CPU, pin BLAS to one thread (OMP_NUM_THREADS=1
@@ -161,24 +161,31 @@ def block_stacks(model, optimizer):
     return stacks
 
 
-def compiled(fn):
-    """`fn` compiled as Keras' default train step on this backend is (eager on torch)."""
+def compiled(fn, jit_compile):
+    """`fn` compiled as a Keras train step with `model.jit_compile` is: XLA on JAX, a
+    `tf.function` (with XLA if asked; Keras' default on a CPU is without) on TensorFlow,
+    `torch.compile` if asked on torch (eager by default)."""
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
 
-        return jax.jit(fn)
+        return jax.jit(fn) if jit_compile else fn
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(fn, jit_compile=True)
+        return tf.function(fn, jit_compile=jit_compile)
+    if jit_compile:
+        import torch
+
+        return torch.compile(fn)
     return fn
 
 
-def kronecker_arithmetic(stacks, products, seed=0):
+def kronecker_arithmetic(stacks, products, jit_compile, seed=0):
     """`(products_step, eigh_step)`: the block products of one step, and one refresh's
     eigendecompositions of both statistics, over `stacks` (see `block_stacks`), each stack
-    one batched call; both return a host scalar."""
+    one batched call, compiled like the train step (`compiled`); both return a host
+    scalar."""
     from keras import ops
 
     rng = np.random.default_rng(seed)
@@ -209,7 +216,7 @@ def kronecker_arithmetic(stacks, products, seed=0):
                 total = total + ops.sum(vectors)
         return total
 
-    products_fn, eigh_fn = compiled(products_fn), compiled(eigh_fn)
+    products_fn, eigh_fn = compiled(products_fn, jit_compile), compiled(eigh_fn, jit_compile)
     return (lambda: ops.convert_to_numpy(products_fn(tensors)),
             lambda: ops.convert_to_numpy(eigh_fn(tensors)))
 
@@ -344,7 +351,8 @@ def main():
             for name in args.optimizers:
                 model = models[name, args.frequencies[0]]
                 stacks[name] = block_stacks(model, model.optimizer)
-                products, eigh = kronecker_arithmetic(stacks[name], PRODUCTS[name])
+                products, eigh = kronecker_arithmetic(stacks[name], PRODUCTS[name],
+                                                      model.jit_compile)
                 products(), eigh()  # compiles
                 steps_by_name[name, "products"], steps_by_name[name, "eigh"] = products, eigh
         times = interleaved_step_seconds(steps_by_name, steps, args.round_steps)
