@@ -676,7 +676,8 @@ def merge(payloads):
 
     Args:
         payloads: `results.json` payloads of one mode and split. Runs of the same task must
-            share its settings, apart from their seeds, which must not overlap.
+            share its settings, apart from their seeds, which must not overlap, and their
+            Teacher: trained once and cached, it is one row in every run of a task, kept once.
 
     Returns:
         The merged payload, as `run_demo` would have written it for all the tasks and seeds at
@@ -690,7 +691,8 @@ def merge(payloads):
                              f"{first['mode']}/{first['split']} and "
                              f"{payload['mode']}/{payload['split']}.")
         for task, task_settings in payload["settings"].items():
-            run_seeds = {row["seed"] for row in payload["rows"] if row["task"] == task}
+            run_seeds = {row["seed"] for row in payload["rows"]
+                         if row["task"] == task and row["method"] != "teacher"}
             if task in settings:
                 if {**settings[task], "seeds": None} != {**task_settings, "seeds": None}:
                     raise ValueError(f"Cannot merge runs of task {task!r} whose settings "
@@ -702,7 +704,17 @@ def merge(payloads):
             seeds[task] = seeds.get(task, set()) | run_seeds
             if "seeds" in task_settings:
                 settings[task]["seeds"] = sorted(seeds[task])
-    rows = [row for payload in payloads for row in payload["rows"]]
+    rows, teachers = [], {}
+    for row in (row for payload in payloads for row in payload["rows"]):
+        if row["method"] == "teacher":
+            key = (row["task"], row["seed"])
+            if key in teachers:
+                if teachers[key]["metrics"] != row["metrics"]:
+                    raise ValueError(f"Cannot merge runs of task {row['task']!r} with different "
+                                     "Teachers (their metrics differ).")
+                continue
+            teachers[key] = row
+        rows.append(row)
     results = aggregate(rows)
     return {
         **first, "seconds": sum(payload["seconds"] for payload in payloads),

@@ -191,3 +191,20 @@ def test_merge_joins_runs_of_other_seeds_of_a_task_as_one_run_would_have_written
     other["settings"]["digits"]["steps"] = 20
     with pytest.raises(ValueError, match="differ in more than their seeds"):
         report.merge([run([1, 2]), other])
+
+
+def test_merge_keeps_the_cached_teacher_once():
+    """The demo trains a task's Teacher once (a row of seed 0) and every run reuses it."""
+    def run(seeds, teacher_accuracy=0.97):
+        rows = [row for row in _rows() if row["seed"] in seeds and row["method"] != "teacher"]
+        rows.append({**_rows()[0], "seed": 0, "metrics": {"accuracy": teacher_accuracy,
+                                                          "auc": 0.99}})
+        return {**_payload(), "rows": rows,
+                "settings": {"digits": {"student_fraction": 0.25, "seeds": seeds}}}
+
+    merged = report.merge([run([0]), run([1, 2])])
+    assert [r["seed"] for r in merged["rows"] if r["method"] == "teacher"] == [0]
+    assert _result(merged["results"], "teacher", "adam", "1")["seeds"] == [0]
+    assert merged["settings"]["digits"]["seeds"] == [0, 1, 2]
+    with pytest.raises(ValueError, match="different Teachers"):
+        report.merge([run([0]), run([1, 2], teacher_accuracy=0.5)])
