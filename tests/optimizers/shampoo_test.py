@@ -230,7 +230,7 @@ def test_which_variables_are_preconditioned():
     assert tuple(statistics.shape) == (4, 16, 16) and statistics.dtype == "float32"
 
 
-def test_precondition_vectors_gives_biases_and_norms_one_factor_per_block():
+def test_precondition_vectors_cuts_an_n_by_1_kernel_into_column_blocks_and_skips_scalars():
     inputs = keras.Input((40,))
     model = keras.Model(inputs, keras.layers.LayerNormalization(name="norm")(
         keras.layers.Dense(1, name="column")(inputs)))
