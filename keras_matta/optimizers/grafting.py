@@ -38,14 +38,6 @@ def rescales_shampoo(grafting):
     return grafting != "none"
 
 
-def update_second_moment(grafting, second_moment, gradient, beta2):
-    """The new second moment of the grafted optimizer, from the raw gradient."""
-    squared = ops.square(gradient)
-    if grafting == "adagrad":
-        return second_moment + squared
-    return second_moment + (1.0 - beta2) * (squared - second_moment)
-
-
 def second_moment_scale(grafting, step, beta2):
     """What the second moment is multiplied by before its root: Adam's `1 / c_t`, else 1.
 
@@ -54,18 +46,24 @@ def second_moment_scale(grafting, step, beta2):
     return 1.0 / (1.0 - ops.power(beta2, step)) if grafting == "adam" else 1.0
 
 
-def grafted_direction(grafting, filtered_gradient, second_moment, scale, epsilon):
-    """The grafted optimizer's step (before the learning rate) for a filtered gradient.
+def grafted_directions(grafting, elementwise, second_moments, gradients, filtered_gradients,
+                       scale, beta2, epsilon):
+    """Updates the second moments and returns the grafted optimizer's steps (before the
+    learning rate), one per variable.
 
     Args:
         grafting: one of `GRAFTING_TYPES`.
-        filtered_gradient: the bias-corrected momentum `m_hat`, float32.
-        second_moment: the updated second moment (`None` for `"sgd"` and `"none"`).
+        elementwise: the step's `keras_matta.optimizers.elementwise` implementation.
+        second_moments: the second-moment optimizer variables (ignored for `"sgd"` and
+            `"none"`).
+        gradients: the raw gradients `g`, float32.
+        filtered_gradients: the bias-corrected momenta `m_hat`, float32.
         scale: `second_moment_scale(grafting, step, beta2)`.
+        beta2: the second moment's decay (not used by `"adagrad"`, which sums).
         epsilon: added to the denominator.
     """
     if not has_second_moment(grafting):
-        return filtered_gradient
-    if grafting == "adam":
-        second_moment = second_moment * scale
-    return filtered_gradient / (ops.sqrt(second_moment) + epsilon)
+        return list(filtered_gradients)
+    decay = 1.0 if grafting == "adagrad" else beta2
+    updated = elementwise.ema(second_moments, gradients, decay, square=True)
+    return elementwise.divide_by_root(filtered_gradients, updated, scale, epsilon)

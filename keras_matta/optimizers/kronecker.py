@@ -8,8 +8,9 @@ few batched calls, refreshing only at scheduled steps (staged under `jit`, a Pyt
 eagerly), restarting non-finite statistics and keeping the previous factor where a new one
 fails, lives here once, and so do what both keep besides: a first moment of every variable
 (`beta1`), a place for a second moment, and the arguments that every Keras optimizer takes. A
-subclass supplies the factor (`_factors`, `_pad_statistics`) and the per-variable update
-(`_step_scalars`, `_update_variable`).
+subclass supplies the factor (`_factors`, `_pad_statistics`) and the update of the variables
+(`_step_scalars`, `_update_variables`), whose element-wise passes go through
+`elementwise.py` (one fused call per pass on PyTorch).
 """
 
 import re
@@ -20,6 +21,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_matta.optimizers import elementwise as elementwise_lib
 from keras_matta.optimizers.blocking import BlockLayout
 from keras_matta.optimizers.blocking import matrix_shape_for
 
@@ -106,6 +108,7 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
         self.exclude_layers = list(exclude_layers or [])
         self.precondition_vectors = precondition_vectors
         self._statistics_decay = float(statistics_decay)
+        self._elementwise = elementwise_lib.for_backend(self)
 
     # === State ===
 
@@ -202,17 +205,15 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
     def _step(self, gradients, variables, scalars):
         if self.FACTORS_SEE_THE_STEP_GRADIENT:
             self._update_statistics(gradients, variables, scalars.schedule)
-        for gradient, variable in zip(gradients, variables):
-            self._update_variable(gradient, variable, scalars)
+        indices = [self._get_variable_index(variable) for variable in variables]
+        self._update_variables(gradients, variables, indices, scalars)
         if not self.FACTORS_SEE_THE_STEP_GRADIENT:
             self._update_statistics(gradients, variables, scalars.schedule)
 
-    def _update_momentum(self, gradient, index):
-        """Assigns and returns the first moment `m_t = beta1 m_{t-1} + (1 - beta1) g_t`."""
-        momentum = self._momentums[index]
-        new_momentum = momentum + (1.0 - self.beta1) * (gradient - momentum)
-        self.assign(momentum, new_momentum)
-        return new_momentum
+    def _update_momenta(self, gradients, indices):
+        """Assigns and returns the first moments `m_t = beta1 m_{t-1} + (1 - beta1) g_t`."""
+        momenta = [self._momentums[index] for index in indices]
+        return self._elementwise.ema(momenta, gradients, self.beta1)
 
     def _step_scalars(self, learning_rate):
         """Subclass hook: the step's shared scalars, a `StepScalars`.
@@ -222,8 +223,9 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
         """
         raise NotImplementedError
 
-    def _update_variable(self, gradient, variable, scalars):
-        """Subclass hook: the update of one variable, its factors already refreshed."""
+    def _update_variables(self, gradients, variables, indices, scalars):
+        """Subclass hook: the update of `variables` (optimizer indices `indices`), their
+        factors already refreshed."""
         raise NotImplementedError
 
     def schedule(self, learning_rate):
@@ -243,53 +245,44 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
     def _update_statistics(self, gradients, variables, schedule):
         """Updates the statistics of `variables` and, at a refresh step, their factors."""
         beta = self._statistics_decay
-        pending = []  # (statistics variable, its new value, this step's weighted gram, factor)
+        statistics, grams, factors = [], [], []
         for gradient, variable in zip(gradients, variables):
             index = self._get_variable_index(variable)
             layout = self._layouts[index]
             if layout is None:
                 continue
             blocks = layout.to_blocks(gradient)  # (blocks, rows, cols)
-            for statistics, gram, factor in (
-                (self._left_statistics[index], ops.matmul(blocks, transpose(blocks)),
-                 self._left_factors[index]),
-                (self._right_statistics[index], ops.matmul(transpose(blocks), blocks),
-                 self._right_factors[index]),
-            ):
-                weighted_gram = gram if beta == 1.0 else gram * (1.0 - beta)
-                updated = statistics + weighted_gram if beta == 1.0 else (
-                    statistics * beta + weighted_gram
-                )
-                pending.append((statistics, updated, weighted_gram, factor))
-        if not pending:
+            statistics += [self._left_statistics[index], self._right_statistics[index]]
+            grams += [ops.matmul(blocks, transpose(blocks)), ops.matmul(transpose(blocks), blocks)]
+            factors += [self._left_factors[index], self._right_factors[index]]
+        if not statistics:
             return
+        updated = self._elementwise.ema(statistics, grams, beta)
         refreshes = concrete(schedule.refreshes)
         if refreshes is False:  # eager, between refreshes: factors are neither read nor written
-            for statistics, updated, _, _ in pending:
-                self.assign(statistics, updated)
             return
-        updated = tuple(entry[1] for entry in pending)
-        previous = tuple(ops.convert_to_tensor(entry[3]) for entry in pending)
+        updated = tuple(updated)
+        previous = tuple(ops.convert_to_tensor(factor) for factor in factors)
 
         def refresh():
             # A statistic that became non-finite (an overflow, a bad batch) restarts from this
             # step's weighted gram; its factor then comes from the restarted statistic.
-            statistics = tuple(
-                _finite_or(value, gram) for value, (_, _, gram, _) in zip(updated, pending)
+            restarted = tuple(
+                _finite_or(value, gram if beta == 1.0 else gram * (1.0 - beta))
+                for value, gram in zip(updated, grams)
             )
-            return statistics, self._refreshed_factors(statistics, previous, schedule.t)
+            return restarted, self._refreshed_factors(restarted, previous, schedule.t)
 
         if refreshes:
-            new_statistics, factors = refresh()
+            new_statistics, new_factors = refresh()
         else:
             # Branches return values and the assignments happen outside: JAX cannot assign
             # inside a branch, and only the taken branch runs (no factor cost in between).
-            new_statistics, factors = ops.cond(
+            new_statistics, new_factors = ops.cond(
                 schedule.refreshes, refresh, lambda: (updated, previous)
             )
-        for (statistics, _, _, factor), value, new_factor in zip(pending, new_statistics, factors):
-            self.assign(statistics, value)
-            self.assign(factor, new_factor)
+        for variable, value in zip(statistics + factors, [*new_statistics, *new_factors]):
+            self.assign(variable, value)
 
     def _refreshed_factors(self, statistics, previous, t):
         """Every statistic's new factor, or its previous one where the new one is not finite.
@@ -389,8 +382,9 @@ def transpose(blocks):
     return ops.swapaxes(blocks, -1, -2)
 
 
-def block_squared_norms(blocks):
-    return ops.sum(ops.square(blocks), axis=(-2, -1), keepdims=True)
+def block_norms(blocks):
+    """The Frobenius norm of each `(rows, cols)` block, shape `(blocks, 1, 1)`."""
+    return ops.norm(blocks, axis=(-2, -1), keepdims=True)
 
 
 def check_number(arg, value, interval):

@@ -6,7 +6,7 @@ from keras import ops
 from keras_matta.optimizers import grafting as grafting_lib
 from keras_matta.optimizers.kronecker import KroneckerFactoredOptimizer
 from keras_matta.optimizers.kronecker import StepScalars
-from keras_matta.optimizers.kronecker import block_squared_norms
+from keras_matta.optimizers.kronecker import block_norms
 from keras_matta.optimizers.kronecker import check_number
 from keras_matta.optimizers.kronecker import concrete
 from keras_matta.optimizers.kronecker import pad_matrices
@@ -254,34 +254,29 @@ class Shampoo(KroneckerFactoredOptimizer):
             ),
         )
 
-    def _update_variable(self, gradient, variable, scalars):
+    def _update_variables(self, gradients, variables, indices, scalars):
         """Momentum, the grafted step and, from the start step on, Shampoo's direction."""
-        index = self._get_variable_index(variable)
-        new_momentum = self._update_momentum(gradient, index)
-        filtered = new_momentum * scalars.momentum_weight
-        if self.nesterov:
-            filtered = filtered + gradient * scalars.gradient_weight
-
-        second_moment = self._second_moments[index]
-        second_moment_value = None
-        if second_moment is not None:
-            second_moment_value = grafting_lib.update_second_moment(
-                self.grafting, second_moment, gradient, self.grafting_beta2
-            )
-            self.assign(second_moment, second_moment_value)
-        update = grafting_lib.grafted_direction(
-            self.grafting, filtered, second_moment_value, scalars.second_moment_scale,
-            self.grafting_epsilon,
+        elementwise = self._elementwise
+        momenta = self._update_momenta(gradients, indices)
+        filtered = elementwise.linear(
+            momenta, scalars.momentum_weight,
+            gradients if self.nesterov else None, scalars.gradient_weight,
         )
-
+        updates = grafting_lib.grafted_directions(
+            self.grafting, elementwise, [self._second_moments[i] for i in indices], gradients,
+            filtered, scalars.second_moment_scale, self.grafting_beta2, self.grafting_epsilon,
+        )
         schedule = scalars.schedule
         preconditions = concrete(schedule.preconditions)
-        if self._layouts[index] is not None and preconditions is not False:
-            shampoo = self._shampoo_direction(index, filtered, update)
-            update = shampoo if preconditions else ops.where(
-                schedule.preconditions, shampoo, update
-            )
-        self.assign_sub(variable, ops.cast(update * schedule.learning_rate, variable.dtype))
+        if preconditions is not False:
+            for k, index in enumerate(indices):
+                if self._layouts[index] is None:
+                    continue
+                shampoo = self._shampoo_direction(index, filtered[k], updates[k])
+                updates[k] = shampoo if preconditions else ops.where(
+                    schedule.preconditions, shampoo, updates[k]
+                )
+        elementwise.subtract(variables, updates, schedule.learning_rate)
 
     def _shampoo_direction(self, index, filtered, grafted):
         """P_L M_hat P_R per block (P_L^2 M_hat for a vector's), with the grafted step's norm,
@@ -296,11 +291,13 @@ class Shampoo(KroneckerFactoredOptimizer):
         if layout.is_padded:
             direction = direction * layout.mask
         if grafting_lib.rescales_shampoo(self.grafting):
-            # ||A||_F / ||D||_F per block; a zero direction stays zero.
-            squared_ratio = ops.divide_no_nan(
-                block_squared_norms(layout.to_blocks(grafted)), block_squared_norms(direction)
+            # ||A||_F / ||D||_F per block; a zero direction stays zero. (Not `divide_no_nan`:
+            # on PyTorch's eager step it is six kernels per variable, this is four.)
+            grafted_norms = block_norms(layout.to_blocks(grafted))
+            direction_norms = block_norms(direction)
+            direction = direction * ops.where(
+                direction_norms > 0.0, grafted_norms / direction_norms, 0.0
             )
-            direction = direction * ops.sqrt(squared_ratio)
         return layout.from_blocks(direction)
 
     # === Config ===

@@ -181,37 +181,40 @@ class SOAP(KroneckerFactoredOptimizer):
             second_moment_scale=grafting_lib.second_moment_scale("adam", schedule.t, self.beta2),
         )
 
-    def _update_variable(self, gradient, variable, scalars):
-        index = self._get_variable_index(variable)
-        new_momentum = self._update_momentum(gradient, index)
-
-        layout = self._layouts[index]
-        if layout is not None:
-            # Into the eigenbasis (before the first refresh, Q = I: Adam's own basis).
+    def _update_variables(self, gradients, variables, indices, scalars):
+        elementwise = self._elementwise
+        momenta = self._update_momenta(gradients, indices)
+        # Into each preconditioned variable's eigenbasis, block by block (before the first
+        # refresh, Q = I: Adam's own basis); the others stay as they are.
+        gradients, momenta, bases = list(gradients), list(momenta), []
+        for k, index in enumerate(indices):
+            layout = self._layouts[index]
+            if layout is None:
+                bases.append(None)
+                continue
             left = ops.convert_to_tensor(self._left_factors[index])  # (blocks, rows, rows)
             right = ops.convert_to_tensor(self._right_factors[index])  # (blocks, cols, cols)
             left_t = transpose(left)
-            gradient = ops.matmul(ops.matmul(left_t, layout.to_blocks(gradient)), right)
-            new_momentum = ops.matmul(ops.matmul(left_t, layout.to_blocks(new_momentum)), right)
+            gradients[k] = ops.matmul(ops.matmul(left_t, layout.to_blocks(gradients[k])), right)
+            momenta[k] = ops.matmul(ops.matmul(left_t, layout.to_blocks(momenta[k])), right)
+            bases.append((left, right))
 
-        second_moment = self._second_moments[index]
-        new_second_moment = grafting_lib.update_second_moment(
-            "adam", second_moment, gradient, self.beta2
+        updates = grafting_lib.grafted_directions(
+            "adam", elementwise, [self._second_moments[i] for i in indices], gradients,
+            elementwise.linear(momenta, scalars.momentum_weight),
+            scalars.second_moment_scale, self.beta2, self.epsilon,
         )
-        self.assign(second_moment, new_second_moment)
-        update = grafting_lib.grafted_direction(
-            "adam", new_momentum * scalars.momentum_weight, new_second_moment,
-            scalars.second_moment_scale, self.epsilon,
-        )
-
-        if layout is not None:
+        for k, (index, basis) in enumerate(zip(indices, bases)):
+            if basis is None:
+                continue
             # Back to the original basis: Q_L N' Q_R^T.
-            update = ops.matmul(ops.matmul(left, update), transpose(right))
+            left, right = basis
+            layout = self._layouts[index]
+            update = ops.matmul(ops.matmul(left, updates[k]), transpose(right))
             if layout.is_padded:
                 update = update * layout.mask
-            update = layout.from_blocks(update)
-        learning_rate = scalars.schedule.learning_rate
-        self.assign_sub(variable, ops.cast(update * learning_rate, variable.dtype))
+            updates[k] = layout.from_blocks(update)
+        elementwise.subtract(variables, updates, scalars.schedule.learning_rate)
 
     # === Config ===
 
