@@ -24,6 +24,7 @@ from keras import ops
 from keras_matta.optimizers import elementwise as elementwise_lib
 from keras_matta.optimizers.blocking import BlockLayout
 from keras_matta.optimizers.blocking import matrix_shape_for
+from keras_matta.optimizers.matrix_roots import all_finite
 
 
 class Schedule(NamedTuple):
@@ -205,8 +206,13 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
     def _step(self, gradients, variables, scalars):
         if self.FACTORS_SEE_THE_STEP_GRADIENT:
             self._update_statistics(gradients, variables, scalars.schedule)
-        indices = [self._get_variable_index(variable) for variable in variables]
-        self._update_variables(gradients, variables, indices, scalars)
+        indices = tuple(self._get_variable_index(variable) for variable in variables)
+        update = self._elementwise.fused(
+            indices, lambda gradients, scalars: self._update_variables(
+                gradients, variables, indices, scalars
+            )
+        )
+        update(list(gradients), scalars)
         if not self.FACTORS_SEE_THE_STEP_GRADIENT:
             self._update_statistics(gradients, variables, scalars.schedule)
 
@@ -422,5 +428,4 @@ def _dense_float32(gradient):
 
 def _finite_or(matrices, replacement):
     """`matrices`, with every non-finite `(n, n)` matrix replaced by its `replacement`."""
-    finite = ops.all(ops.isfinite(matrices), axis=(-2, -1), keepdims=True)
-    return ops.where(finite, matrices, replacement)
+    return ops.where(all_finite(matrices), matrices, replacement)
