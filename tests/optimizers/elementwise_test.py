@@ -84,8 +84,10 @@ def test_subtract_in_the_variables_dtype(implementation, dtype):
 
 def test_for_backend_picks_the_fused_implementation():
     chosen = elementwise.for_backend(keras.optimizers.SGD())
-    expected = {"torch": elementwise.TorchElementwise,
-                "tensorflow": elementwise.TensorFlowElementwise}
+    expected = {
+        "torch": elementwise.TorchElementwise,
+        "tensorflow": elementwise.TensorFlowElementwise,
+    }
     assert type(chosen) is expected.get(keras.backend.backend(), elementwise.KerasElementwise)
 
 
