@@ -1,5 +1,6 @@
 """Process settings for when this package runs as a command (internal): quiet native start-up
-logs, and XLA's CPU scheduler without the concurrency optimization on JAX.
+logs (TensorFlow imported with them silenced), and XLA's CPU scheduler without the concurrency
+optimization on JAX.
 
 TensorFlow (Keras' TensorFlow backend; `tf.data`, TensorFlow Datasets and keras-hub on any
 backend) and XLA print C++ log lines while they load: CPU-feature and oneDNN notices, "Could not
@@ -11,6 +12,8 @@ module first, which sets the level for commands only. A value the user set is ke
 import (`import keras_matta` in a script or notebook) changes nothing.
 """
 
+import contextlib
+import importlib.util
 import os
 import pathlib
 import sys
@@ -67,6 +70,45 @@ def safe_jax_scheduler(environ=None):
         environ["XLA_FLAGS"] = f"{flags} {JAX_XLA_FLAG}=false".strip()
 
 
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Sends file descriptor 2 to the null device for the block: native libraries write their
+    log lines there directly, past `sys.stderr`. Python's own errors still reach the user: an
+    exception raised in the block is printed after the descriptor is restored."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(null)
+        os.close(saved)
+
+
+def import_tensorflow_quietly(environ=None):
+    """Imports TensorFlow with its native start-up lines silenced, when it is the backend.
+
+    `TF_CPP_MIN_LOG_LEVEL` does not reach every line: on CPUs where TensorFlow turns oneDNN on
+    by default (AVX-512 VNNI and newer), TensorFlow 2.21 prints its "oneDNN custom operations
+    are on" notice through Abseil's logging before Abseil is initialized, which writes
+    everything to stderr. Importing it here, before Keras does, is the only place to catch it.
+
+    Args:
+        environ: the mapping that says the backend (default `os.environ`; unset means Keras'
+            default, TensorFlow).
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+        return
+    if importlib.util.find_spec("tensorflow") is None:
+        return
+    with native_stderr_silenced():
+        import tensorflow  # noqa: F401
+
+
 if launched_as_command():
     quiet_native_logs()
     safe_jax_scheduler()
+    import_tensorflow_quietly()

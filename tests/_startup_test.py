@@ -42,3 +42,20 @@ def test_quiet_levels_never_override_the_user():
 def test_jax_commands_run_without_the_concurrency_optimized_scheduler(environ, expected):
     _startup.safe_jax_scheduler(environ)
     assert environ.get("XLA_FLAGS") == expected
+
+
+def test_native_stderr_is_silenced_only_inside_the_block(capfd):
+    import os
+
+    with _startup.native_stderr_silenced():
+        os.write(2, b"native log line\n")  # what a C++ library's logger does
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "after\n"
+
+
+@pytest.mark.parametrize("backend, imports", [("tensorflow", True), ("jax", False)])
+def test_tensorflow_is_imported_quietly_only_as_the_backend(monkeypatch, backend, imports):
+    looked_up = []
+    monkeypatch.setattr(_startup.importlib.util, "find_spec", lambda name: looked_up.append(name))
+    _startup.import_tensorflow_quietly({"KERAS_BACKEND": backend})
+    assert looked_up == (["tensorflow"] if imports else [])
