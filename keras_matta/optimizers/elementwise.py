@@ -2,22 +2,22 @@
 
 Most of Shampoo's and SOAP's step is element-wise: the first and second moments, the grafted
 (Adam) step and the final update are each one pass over every variable. JAX compiles the train
-step with XLA, which fuses those passes whatever calls wrote them. The other two backends do
-not by default: PyTorch's train step is eager, each `keras.ops` call one kernel over one
-variable plus Keras' dispatch (about 20 us on a CPU, more than a small variable's arithmetic)
-and each `assign` one more copy; TensorFlow's on a CPU is a plain graph, one kernel per op.
-The optimizers therefore write these passes once, over lists, against the interface below,
-and `for_backend` picks the implementation:
+step with XLA, which fuses those passes whatever calls wrote them. PyTorch's train step is
+eager: each `keras.ops` call is one kernel over one variable plus Keras' dispatch (about 20 us on
+a CPU, more than a small variable's arithmetic), and each `assign` one more copy. The
+optimizers therefore write these passes once, over lists, against the interface below, and
+`for_backend` picks the implementation:
 
 - `KerasElementwise`: one `keras.ops` call per variable and pass, and `optimizer.assign`
-  (JAX; what the step computes is defined by this one);
-- `TensorFlowElementwise`: the same, with the whole update of the variables (`fused`)
-  compiled by XLA;
+  (JAX and TensorFlow; what the step computes is defined by this one);
 - `TorchElementwise`: one `torch._foreach_*` call per pass for all variables, updating the
   optimizer's state in place, as Keras' own PyTorch Adam does.
 
-They compute the same values (`elementwise_test.py` compares them with NumPy); only the number
-of kernels and copies differ.
+TensorFlow's CPU train step is a plain graph, one kernel per op, but compiling the variables'
+update with XLA there saved 1-2 ms of the byte LM's 20 ms over Adam (an interleaved A/B in one
+process, order shuffled per turn), not worth an XLA compilation per model: its overhead lies
+elsewhere. The implementations compute the same values (`elementwise_test.py` compares them
+with NumPy); only the number of kernels and copies differ.
 """
 
 import keras
@@ -64,34 +64,6 @@ class KerasElementwise:
         """`w <- w - learning_rate u`, in each variable's dtype."""
         for variable, update in zip(variables, updates):
             self._optimizer.assign_sub(variable, ops.cast(update * learning_rate, variable.dtype))
-
-    def fused(self, key, update):
-        """`update(gradients, scalars)`, run so that its passes fuse: as it is here (JAX's
-        train step is compiled by XLA already). `key` names the variables it updates."""
-        return update
-
-
-class TensorFlowElementwise(KerasElementwise):
-    """`keras.ops`, with the variables' update compiled by XLA.
-
-    TensorFlow's train step on a CPU is a plain graph, one kernel per op: the update's
-    element-wise passes over every variable were most of Shampoo's cost over Adam on the byte
-    LM (1.17x Adam's step; 1.03x with the update under XLA, `shampoo_step_time.py`). Under
-    `tf.distribute` the update runs per variable in cross-replica context, uncompiled.
-    """
-
-    def __init__(self, optimizer):
-        super().__init__(optimizer)
-        self._compiled = {}  # key -> tf.function; not tracked: this is no Trackable
-
-    def fused(self, key, update):
-        import tensorflow as tf
-
-        if tf.distribute.has_strategy():
-            return update
-        if key not in self._compiled:
-            self._compiled[key] = tf.function(update, jit_compile=True)
-        return self._compiled[key]
 
 
 class TorchElementwise(KerasElementwise):
@@ -151,8 +123,6 @@ def for_backend(optimizer):
     """The element-wise implementation for the current Keras backend."""
     if keras.backend.backend() == "torch":
         return TorchElementwise(optimizer)
-    if keras.backend.backend() == "tensorflow":
-        return TensorFlowElementwise(optimizer)
     return KerasElementwise(optimizer)
 
 

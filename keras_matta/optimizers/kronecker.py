@@ -206,13 +206,8 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
     def _step(self, gradients, variables, scalars):
         if self.FACTORS_SEE_THE_STEP_GRADIENT:
             self._update_statistics(gradients, variables, scalars.schedule)
-        indices = tuple(self._get_variable_index(variable) for variable in variables)
-        update = self._elementwise.fused(
-            indices, lambda gradients, scalars: self._update_variables(
-                gradients, variables, indices, scalars
-            )
-        )
-        update(list(gradients), scalars)
+        indices = [self._get_variable_index(variable) for variable in variables]
+        self._update_variables(gradients, variables, indices, scalars)
         if not self.FACTORS_SEE_THE_STEP_GRADIENT:
             self._update_statistics(gradients, variables, scalars.schedule)
 
