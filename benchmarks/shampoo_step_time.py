@@ -33,9 +33,10 @@ floor cannot be reached by implementation at that block size and frequency; the 
 floor and the measured ratio is what an implementation could still win.
 
 Both wall time and process CPU time are reported: on a shared machine the CPU-time ratio is
-the steadier one. On a small CPU, pin BLAS to one thread (OMP_NUM_THREADS=1
-OPENBLAS_NUM_THREADS=1): under contention its spinning threads made a batched 128x128 eigh
-100x slower.
+the steadier one. `adam_control` is a second Adam model, built after the others: its ratio to
+the first Adam says how far two identical models' times differ in one process. On a small
+CPU, pin BLAS to one thread (OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1): under contention its
+spinning threads made a batched 128x128 eigh 100x slower.
 
 Usage:
     KERAS_BACKEND=jax OMP_NUM_THREADS=1 python benchmarks/shampoo_step_time.py \\
@@ -279,7 +280,8 @@ def readme_table(payloads):
                        None)
             cells.append(_ratio_cell(row))
         goal = GOALS.get((model, batch)) if frequency == 10 else None
-        lines.append(f"| {model}, batch {batch} | {optimizer}, frequency {frequency} | "
+        label = optimizer if frequency is None else f"{optimizer}, frequency {frequency}"
+        lines.append(f"| {model}, batch {batch} | {label} | "
                      f"{'' if goal is None else f'{goal:g}'} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -340,6 +342,10 @@ def main():
                 common = dict(precondition_frequency=frequency, start_preconditioning_step=1,
                               block_size=args.block_size)
                 optimizers[name, frequency] = make_optimizer(name, args.root_method, **common)
+        # A second Adam, built last: its ratio to the first is the spread between two identical
+        # models in one process (on TensorFlow, 10 % in scratch runs), below which no ratio
+        # here means anything.
+        optimizers["adam_control", None] = keras.optimizers.Adam()
         models = {
             key: warmed_up_model(build_model, optimizer, data, args.warmup)
             for key, optimizer in optimizers.items()
