@@ -343,8 +343,8 @@ def main():
                               block_size=args.block_size)
                 optimizers[name, frequency] = make_optimizer(name, args.root_method, **common)
         # A second Adam, built last: its ratio to the first is the spread between two identical
-        # models in one process (on TensorFlow, 10 % in scratch runs), below which no ratio
-        # here means anything.
+        # models in one process (on TensorFlow up to 25 % at the MLP's small steps), below
+        # which no ratio here means anything.
         optimizers["adam_control", None] = keras.optimizers.Adam()
         models = {
             key: warmed_up_model(build_model, optimizer, data, args.warmup)

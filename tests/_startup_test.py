@@ -1,5 +1,7 @@
 """The command's quiet start-up: when it applies, and that it never overrides the user."""
 
+import os
+
 import pytest
 
 from keras_matta import _startup
@@ -45,8 +47,6 @@ def test_jax_commands_run_without_the_concurrency_optimized_scheduler(environ, e
 
 
 def test_native_stderr_is_silenced_only_inside_the_block(capfd):
-    import os
-
     with _startup.native_stderr_silenced():
         os.write(2, b"native log line\n")  # what a C++ library's logger does
     os.write(2, b"after\n")

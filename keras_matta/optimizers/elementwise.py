@@ -1,4 +1,4 @@
-"""The element-wise passes of an optimizer step, over every variable at once, fused.
+"""The element-wise passes of an optimizer step, over every variable at once.
 
 Most of Shampoo's and SOAP's step is element-wise: the first and second moments, the grafted
 (Adam) step and the final update are each one pass over every variable. JAX compiles the train

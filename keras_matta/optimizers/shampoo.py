@@ -291,8 +291,8 @@ class Shampoo(KroneckerFactoredOptimizer):
         if layout.is_padded:
             direction = direction * layout.mask
         if grafting_lib.rescales_shampoo(self.grafting):
-            # ||A||_F / ||D||_F per block; a zero direction stays zero. (Not `divide_no_nan`:
-            # on PyTorch's eager step it is six kernels per variable, this is four.)
+            # ||A||_F / ||D||_F per block; a zero direction stays zero. (Not `divide_no_nan`,
+            # six kernels on PyTorch's eager step where this ratio is three.)
             grafted_norms = block_norms(layout.to_blocks(grafted))
             direction_norms = block_norms(direction)
             direction = direction * ops.where(
