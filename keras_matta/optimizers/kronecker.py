@@ -204,12 +204,12 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
         self._step([_dense_float32(gradient)], [variable], scalars)
 
     def _step(self, gradients, variables, scalars):
-        if self.FACTORS_SEE_THE_STEP_GRADIENT:
-            self._update_statistics(gradients, variables, scalars.schedule)
         indices = [self._get_variable_index(variable) for variable in variables]
+        if self.FACTORS_SEE_THE_STEP_GRADIENT:
+            self._update_statistics(gradients, indices, scalars.schedule)
         self._update_variables(gradients, variables, indices, scalars)
         if not self.FACTORS_SEE_THE_STEP_GRADIENT:
-            self._update_statistics(gradients, variables, scalars.schedule)
+            self._update_statistics(gradients, indices, scalars.schedule)
 
     def _update_momenta(self, gradients, indices):
         """Assigns and returns the first moments `m_t = beta1 m_{t-1} + (1 - beta1) g_t`."""
@@ -243,12 +243,12 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
             ),
         )
 
-    def _update_statistics(self, gradients, variables, schedule):
-        """Updates the statistics of `variables` and, at a refresh step, their factors."""
+    def _update_statistics(self, gradients, indices, schedule):
+        """Updates the statistics of the variables at optimizer indices `indices` and, at a
+        refresh step, their factors."""
         beta = self._statistics_decay
         statistics, grams, factors = [], [], []
-        for gradient, variable in zip(gradients, variables):
-            index = self._get_variable_index(variable)
+        for gradient, index in zip(gradients, indices):
             layout = self._layouts[index]
             if layout is None:
                 continue
