@@ -259,12 +259,12 @@ def test_compiled_predict_and_fit(case, jit_compile):
                 model.predict(x, verbose=0), expected, atol=1e-5, rtol=1e-5
             )
     # Training at the last width lowers its inference-mode loss (majority layers train on random
-    # copies, so the logged training loss is not comparable). The compiled predict of that width
-    # measures it, so no compiled `evaluate` is traced (on torch: one more trace of the step).
+    # copies, so the logged training loss is not comparable). An eager call measures it: the
+    # compiled predict is checked above, and after `fit` torch.compile traces it again (a guard on
+    # Keras' global state), tens of seconds for a transformer block.
     with keras_matta.WidthScope(model, spec_for(model, widths[-1])):
         model.fit(x, np.zeros_like(expected), epochs=3, batch_size=4, verbose=0)
-        after = model.predict(x, verbose=0)
-    assert np.mean(after**2) < np.mean(expected**2)
+    assert np.mean(outputs_at(model, x, widths[-1]) ** 2) < np.mean(expected**2)
 
 
 def test_mixed_bfloat16(case):
