@@ -32,8 +32,9 @@ class Case:
     # torch.compile costs a minute or more per case on CI's shared cores; a case whose call is
     # code another case already compiles skips it (MatGemmaDecoder and MatGemma3Decoder run
     # MatLlamaDecoder's; MatTransformerBlock compiles MatMultiHeadAttention's call, and with
-    # MatDense_majority's combine, that of MatTransformerBlock_majority; MatDense_head is
-    # MatDense's call at full width).
+    # MatDense_majority's combine, that of MatTransformerBlock_majority; MatTransformerBlock's FFN
+    # compiles MatDense's call, also at nested input widths, and MatDense_head is that call at
+    # full width; tests/layers/mat_dense_test.py compiles it alone, as one graph).
     torch_compiled: bool = True
 
     def model(self):
@@ -50,6 +51,7 @@ CASES = [
         lambda: keras_matta.MatDense(8, activation="gelu", bias_initializer="random_normal"),
         (5,),
         (0.5, 3, {"units": 1}),
+        torch_compiled=False,
     ),
     Case(
         "MatDense_majority",
