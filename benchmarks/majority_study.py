@@ -179,16 +179,17 @@ def paired_verdict(differences, higher_is_better):
 # === Step time ===
 
 
-def step_milliseconds(task, variants, repeats):
+def step_milliseconds(task, variants, repeats, batch=None):
     """`{variant: median CPU milliseconds per training step}`, all variants timed interleaved.
 
-    A step's time is `(t(2 * steps) - t(steps)) / steps` over `fit` calls
-    (`steps = task.timing_steps`), so the fixed cost of a call cancels; each `t` is the median
-    of `repeats` interleaved runs after a compiling one. `t` is the process's CPU time, not wall
+    Steps are of `batch` examples (default: the task's training batch). A step's time is
+    `(t(2 * steps) - t(steps)) / steps` over `fit` calls (`steps = task.timing_steps`), so the
+    fixed cost of a call cancels; each `t` is the median of `repeats` interleaved runs after a
+    compiling one. `t` is the process's CPU time, not wall
     time: with one thread per process it is the work done, whatever else shares the machine.
     """
-    steps = task.timing_steps
-    longest = 2 * steps * task.batch
+    steps, batch = task.timing_steps, batch or task.batch
+    longest = 2 * steps * batch
     x, y = (np.resize(a, (longest,) + a.shape[1:]) for a in task.train)  # repeated if short
     runs = {}
     for variant in variants:
@@ -196,9 +197,8 @@ def step_milliseconds(task, variants, repeats):
         model.compile(keras.optimizers.Adam(1e-3),
                       keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         for multiple in (1, 2):
-            def run(model=model, n=multiple * steps * task.batch):
-                model.fit(x[:n], y[:n], batch_size=task.batch, epochs=1, shuffle=False,
-                          verbose=0)
+            def run(model=model, n=multiple * steps * batch):
+                model.fit(x[:n], y[:n], batch_size=batch, epochs=1, shuffle=False, verbose=0)
 
             runs[(variant, multiple)] = run
     for run in runs.values():
@@ -232,7 +232,7 @@ def study_task(task, args, cache, progress, advance):
                 runs.setdefault((variant, rate), []).append(result)
                 advance()
     progress(f"{task.name}: step times")
-    milliseconds = step_milliseconds(task, variants, args.repeats)
+    milliseconds = step_milliseconds(task, variants, args.repeats, args.timing_batch)
     rows = []
     for variant in variants:
         validation = {rate: [r["validation"] for r in runs[(variant, rate)]]
@@ -249,6 +249,7 @@ def study_task(task, args, cache, progress, advance):
             "test_by_lr": {str(r): summarize([one["test"] for one in runs[(variant, r)]])[0]
                            for r in args.learning_rates},
             "step_ms": milliseconds[variant],
+            "timing_batch": args.timing_batch or task.batch,
             "overhead": milliseconds[variant] / milliseconds[PLAIN],
             "settings": dataclasses.asdict(task),
         })
@@ -303,9 +304,10 @@ def readme_table(rows):
 
 def timing_table(rows):
     """The README's markdown table of training-step time against the plain model."""
-    lines = ["| task | variant | step (ms) | step time / plain |", "|---|---|---|---|"]
+    lines = ["| task | variant | batch | step (ms) | step time / plain |", "|---|---|---|---|---|"]
     for row in rows:
-        lines.append(f"| {row['task']} | `{row['variant']}` | {row['step_ms']:.2f} | "
+        batch = row.get("timing_batch", row["settings"]["batch"])
+        lines.append(f"| {row['task']} | `{row['variant']}` | {batch} | {row['step_ms']:.2f} | "
                      f"{row['overhead']:.2f}x |")
     return "\n".join(lines)
 
@@ -318,6 +320,8 @@ def parse_args(argv=None):
     parser.add_argument("--learning-rates", default="1e-3,3e-3,1e-2")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved timing runs")
+    parser.add_argument("--timing-batch", type=int, default=None,
+                        help="batch size of the timed steps (default: the task's)")
     parser.add_argument("--name", default="majority_design_study", help="results file stem")
     parser.add_argument("--runs", default=os.path.join(RESULTS_DIR, "majority_runs.jsonl"),
                         help="JSON-lines cache of single runs ('' for none)")
