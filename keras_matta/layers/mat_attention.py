@@ -98,7 +98,7 @@ class MatMultiHeadAttention(MatLayer, keras.layers.Layer):
         nested_heads=True,
         seed=None,
         majority=1,
-        majority_combine="random_majority",
+        majority_combine=majority_lib.DEFAULT_COMBINE,
         majority_seed=None,
         majority_init="independent",
         **kwargs,

@@ -35,13 +35,14 @@ class MatDense(MatLayer, keras.layers.Dense):
         nested: whether the output width is nested. Defaults to `True`.
         majority: number of stored kernel copies. Defaults to 1 (a plain kernel).
         majority_combine: how the copies are combined, one of
-            `keras_matta.layers.majority.COMBINES` (the module docstring gives the math):
-            `"random_majority"` (default: average a random strict majority of the copies each
-            training step, all copies at inference; at `majority=2` that is both copies, the
-            mean), `"unit_majority"` and `"element_majority"` (a fresh majority per output unit
-            or per kernel element), `"random_convex"` (Dirichlet weights per step),
-            `"learned"` (softmax of trained logits), `"median"` (odd `majority`) or `"mean"`
-            (the control: equal to a rescaled learning rate).
+            `keras_matta.layers.majority.COMBINES` (the module docstring gives the math and
+            the study behind the default): `"learned"` (default: a softmax of trained
+            per-copy logits weights the copies, in training and serving),
+            `"random_majority"` (average a random strict majority of the copies each training
+            step, all copies at inference; at `majority=2` that is both copies, the mean),
+            `"unit_majority"` and `"element_majority"` (a fresh majority per output unit or per
+            kernel element), `"random_convex"` (Dirichlet weights per step), `"median"` (odd
+            `majority`) or `"mean"` (the control: equal to a rescaled learning rate).
         majority_init: `"independent"` (default: copy `i` is drawn with seed `seed + i`) or
             `"identical"` (every copy starts as the plain kernel).
         majority_seed: seed of the random draws of the combine.
@@ -77,7 +78,7 @@ class MatDense(MatLayer, keras.layers.Dense):
         units,
         nested=True,
         majority=1,
-        majority_combine="random_majority",
+        majority_combine=majority_lib.DEFAULT_COMBINE,
         majority_seed=None,
         majority_init="independent",
         **kwargs,

@@ -91,7 +91,7 @@ class MatTransformerBlock(MatLayer, keras.layers.Layer):
         nested_heads=False,
         causal=False,
         majority=1,
-        majority_combine="random_majority",
+        majority_combine=majority_lib.DEFAULT_COMBINE,
         majority_seed=None,
         majority_init="independent",
         majority_placement="all",

@@ -100,7 +100,7 @@ def test_random_majority_copies_diverge_and_inference_is_deterministic():
 
 
 def test_training_draws_differ_between_steps():
-    layer = MatDense(4, majority=5, majority_seed=0)
+    layer = MatDense(4, majority=5, majority_combine="random_majority", majority_seed=0)
     layer.build((None, 3))
     draws = {tuple(to_numpy(layer._combined_kernel(training=True)).ravel().round(6))
              for _ in range(6)}
@@ -390,9 +390,9 @@ def test_compiled_fit_then_extract_collapses_as_numpy(combine):
     ])
     x, y = data()
     # torch.compile takes one to two minutes per combine on CI's machine: the compiled graph of
-    # every combine is checked on JAX and TensorFlow, and the shared conformance test compiles
-    # the default combine with torch.compile (its MatDense_majority case).
-    jit_compile = keras.backend.backend() != "torch"
+    # every combine is checked on JAX and TensorFlow; on torch, the shared conformance test
+    # compiles the default combine (its MatDense_majority case) and this one the random draws.
+    jit_compile = keras.backend.backend() != "torch" or combine == "random_majority"
     model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse", jit_compile=jit_compile)
     model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
     served = keras_matta.extract(model, None)

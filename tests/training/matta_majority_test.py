@@ -1,7 +1,9 @@
 """Majority kernels inside MatTA: copies train apart, collapse on `extract`, survive saving.
 
-A TA whose kernels are stored as `k` copies (SPEC §3) is trained by `MatTA` with a nested
-Student. Every check compares with a reference computed without the combine code:
+A TA whose kernels are stored as `k` copies (SPEC §3), combined by `random_majority` (the combine
+whose copies diverge and serve their mean; the default, `learned`, trains and serves its own
+mixture: tests/layers/majority_test.py), is trained by `MatTA` with a nested Student. Every
+check compares with a reference computed without the combine code:
 
 - the copies moved, and not in lockstep: under a symmetric combine every copy receives the same
   update, so the spread of the updates around their mean is zero;
@@ -35,9 +37,10 @@ def mlp(majority, units=8):
     return keras.Sequential(
         [
             keras.Input((5,)),
-            MatDense(units, activation="relu", majority=majority, majority_seed=1,
-                     name="hidden"),
-            MatDense(3, nested=False, majority=majority, majority_seed=2, name="logits"),
+            MatDense(units, activation="relu", majority=majority,
+                     majority_combine="random_majority", majority_seed=1, name="hidden"),
+            MatDense(3, nested=False, majority=majority, majority_combine="random_majority",
+                     majority_seed=2, name="logits"),
         ],
         name="ta",
     )
@@ -50,7 +53,8 @@ def token_lm(majority, intermediate_dim=16, num_heads=2, key_dim=None, vocab=7, 
             keras.Input((6,), dtype="int32"),
             keras.layers.Embedding(vocab, dim, name="embed"),
             MatTransformerBlock(intermediate_dim, num_heads, key_dim=key_dim, causal=True,
-                                nested_heads=True, majority=majority, majority_seed=3,
+                                nested_heads=True, majority=majority,
+                                majority_combine="random_majority", majority_seed=3,
                                 name="block"),
             MatDense(vocab, nested=False, name="logits"),
         ],
