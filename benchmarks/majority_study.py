@@ -185,8 +185,8 @@ def step_milliseconds(task, variants, repeats, batch=None):
     Steps are of `batch` examples (default: the task's training batch). A step's time is
     `(t(2 * steps) - t(steps)) / steps` over `fit` calls (`steps = task.timing_steps`), so the
     fixed cost of a call cancels; each `t` is the median of `repeats` interleaved runs after a
-    compiling one. `t` is the process's CPU time, not wall
-    time: with one thread per process it is the work done, whatever else shares the machine.
+    compiling one. `t` is the process's CPU time, not wall time: with one thread per process it
+    is the work done, whatever else shares the machine.
     """
     steps, batch = task.timing_steps, batch or task.batch
     longest = 2 * steps * batch
