@@ -124,6 +124,8 @@ def _data_arguments(parser, required_help):
 
 def build_parser():
     """The `keras-matta` argument parser (subcommands demo, train, extract, evaluate, search)."""
+    from keras_matta.study.config import METHODS
+
     formatter = argparse.RawDescriptionHelpFormatter
     # No abbreviations: `--mode quick` would silently read as `--model quick`.
     parser = argparse.ArgumentParser(prog="keras-matta", description=_DESCRIPTION,
@@ -158,6 +160,9 @@ def build_parser():
                       help="split to evaluate on (default: test; use validation to tune)")
     demo.add_argument("--retrain-teacher", action="store_true",
                       help="train the Teacher again even if a cached one exists")
+    demo.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS,
+                      help="which methods to run (default: all); merge a partial run into a "
+                           "full one with `python -m keras_matta.study.report --replace`")
 
     train = command(
         "train", help="train a MatTA (TA + nested Students) and save the TA",
@@ -297,7 +302,7 @@ def _run(args):
         tasks = ("digits", "lm") if task == "both" else (task,)
         run_demo(tasks=tasks, mode=mode, seeds=args.seeds, output_dir=args.output_dir,
                  cache_dir=args.cache_dir, split=args.split,
-                 retrain_teacher=args.retrain_teacher)
+                 retrain_teacher=args.retrain_teacher, methods=tuple(args.methods))
         return
     source = TASK_SOURCES.get(getattr(args, "task", None)) or getattr(args, "data", None)
     mode = "quick" if getattr(args, "quick", False) else "default"

@@ -15,6 +15,7 @@ from helpers import run_cli
 
 from keras_matta import cli
 from keras_matta.study import models
+from keras_matta.study import report
 
 SUBCOMMANDS = ("demo", "train", "extract", "evaluate", "search")
 
@@ -158,6 +159,22 @@ def test_demo_quick_runs_the_real_pipeline(tmp_path):
     assert "Majority kernels (adam), served at the Student's size:" in result.stdout
     assert "vs separate training" in result.stdout and "Training seconds (shampoo)" in result.stdout
     assert len(list((cache / "teachers").glob("digits-*.keras"))) == 1
+    # One method again (`--methods`): no Teacher, the same row as the full run's (same seed),
+    # and merged with `--replace` it gives back the full run's results.
+    rerun_dir = tmp_path / "majority"
+    result = _subprocess("demo", "--quick", "--methods", "majority", "--output-dir",
+                         str(rerun_dir), "--cache-dir", str(tmp_path / "empty_cache"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    rerun = json.loads((rerun_dir / "results.json").read_text())
+    assert [r["method"] for r in rerun["rows"]] == ["majority"]
+    assert rerun["rows"][0]["metrics"] == majority["metrics"]
+    merged = tmp_path / "merged.json"
+    report.main([str(merged), "--merge", str(out_dir / "results.json"),
+                 str(rerun_dir / "results.json"), "--replace"])
+    def metrics(results):
+        return {(r["method"], r["optimizer"], r["label"]): r["metrics"] for r in results}
+
+    assert metrics(json.loads(merged.read_text())["results"]) == metrics(payload["results"])
 
 
 # === keras-matta search, and extract --point ===

@@ -21,6 +21,8 @@ import dataclasses
 
 TASKS = ("digits", "lm")
 MODES = ("quick", "default", "full")
+# The models trained for each seed and optimizer (the Teacher is trained once per task).
+METHODS = ("separate", "kd", "majority", "matta")
 # Midway between the trained widths 0.25, 0.5, 0.75 and 1.0 (default and full presets).
 _IN_BETWEEN = (0.375, 0.625, 0.875)
 

@@ -31,6 +31,7 @@ from keras_matta.data import load_task
 from keras_matta.study import metrics as metrics_lib
 from keras_matta.study import report
 from keras_matta.study import runs
+from keras_matta.study.config import METHODS
 from keras_matta.study.config import preset
 
 TASK_DATA = {"digits": "digits", "lm": "shakespeare"}
@@ -62,8 +63,9 @@ def _row(task, seed, method, optimizer, width, label, model_cost, metrics, secon
             "flops": int(model_cost["flops"]), "metrics": metrics, "train_seconds": seconds}
 
 
-def run_task(config, cache_dir, split="test", optimizers=runs.OPTIMIZERS, retrain_teacher=False):
-    """Runs the study of one task; returns its measured rows.
+def run_task(config, cache_dir, split="test", optimizers=runs.OPTIMIZERS, retrain_teacher=False,
+             methods=METHODS):
+    """Runs the study of one task (the `methods` of `config.METHODS`); returns its measured rows.
 
     Every row has `train_seconds`: its own run's for the Teacher (0 when cached), a separate
     model and the KD Student; for a family member, the one MatTA run's that trained the whole
@@ -77,15 +79,18 @@ def run_task(config, cache_dir, split="test", optimizers=runs.OPTIMIZERS, retrai
         text = getattr(task_data, split).tobytes().decode("utf-8")
         final_words = final_word_examples(text, config.sequence_length,
                                           max_examples=config.final_word_examples)
-    rows = []
-    teacher, info = runs.teacher(task_data, config, cache_dir, retrain=retrain_teacher)
-    rows.append(_row(config.task, 0, "teacher", "adam", None, "Teacher", keras_matta.cost(teacher),
-                     evaluate(teacher, task_data, config, split, final_words), info["seconds"]))
+    rows, teacher = [], None
+    if {"kd", "matta"} & set(methods):  # the only methods that learn from the Teacher
+        teacher, info = runs.teacher(task_data, config, cache_dir, retrain=retrain_teacher)
+        rows.append(_row(config.task, 0, "teacher", "adam", None, "Teacher",
+                         keras_matta.cost(teacher),
+                         evaluate(teacher, task_data, config, split, final_words),
+                         info["seconds"]))
     student_label = widths_lib.width_label(config.student_fraction)
     for seed in config.seeds:
         for optimizer in optimizers:
             print(f"\n=== {config.task}, seed {seed}, {optimizer}", flush=True)
-            for fraction in config.trained_widths:
+            for fraction in config.trained_widths if "separate" in methods else ():
                 label = widths_lib.width_label(fraction)
                 model, result = runs.separate(task_data, config, optimizer, seed, fraction)
                 # Final-word accuracy (decoding: the slowest metric) only for the main table.
@@ -94,18 +99,22 @@ def run_task(config, cache_dir, split="test", optimizers=runs.OPTIMIZERS, retrai
                                  keras_matta.cost(model),
                                  evaluate(model, task_data, config, split, words),
                                  result["seconds"], role="trained"))
-            model, result = runs.distilled_student(task_data, config, optimizer, seed, teacher)
-            rows.append(_row(config.task, seed, "kd", optimizer, None, runs.METHOD_TITLES["kd"],
-                             keras_matta.cost(model),
-                             evaluate(model, task_data, config, split, final_words),
-                             result["seconds"]))
-            if optimizer == "adam" and config.majority > 1:
+            if "kd" in methods:
+                model, result = runs.distilled_student(task_data, config, optimizer, seed,
+                                                       teacher)
+                rows.append(_row(config.task, seed, "kd", optimizer, None,
+                                 runs.METHOD_TITLES["kd"], keras_matta.cost(model),
+                                 evaluate(model, task_data, config, split, final_words),
+                                 result["seconds"]))
+            if "majority" in methods and optimizer == "adam" and config.majority > 1:
                 model, result = runs.majority_student(task_data, config, optimizer, seed)
                 rows.append(_row(config.task, seed, "majority", optimizer, None,
                                  f"{runs.METHOD_TITLES['majority']} (k={config.majority})",
                                  keras_matta.cost(model),
                                  evaluate(model, task_data, config, split, final_words),
                                  result["seconds"]))
+            if "matta" not in methods:
+                continue
             ta, result = runs.matta(task_data, config, optimizer, seed, teacher)
             rows.extend(_family_rows(ta, config, task_data, split, final_words, seed, optimizer,
                                      result["seconds"], student_label))
@@ -148,7 +157,7 @@ def environment():
 
 
 def run_demo(tasks=("digits", "lm"), mode="default", seeds=None, output_dir="matta_demo",
-             cache_dir=None, split="test", retrain_teacher=False):
+             cache_dir=None, split="test", retrain_teacher=False, methods=METHODS):
     """Runs the study and writes `results.json` and `quality_vs_params.png` to `output_dir`.
 
     Args:
@@ -159,6 +168,9 @@ def run_demo(tasks=("digits", "lm"), mode="default", seeds=None, output_dir="mat
         cache_dir: where Teachers are cached (default `~/.cache/keras_matta`).
         split: the split evaluated: `"test"` (reported) or `"validation"` (for tuning).
         retrain_teacher: ignore a cached Teacher.
+        methods: the methods of `config.METHODS` to run (default: all). A run of some of them
+            replaces their rows in a full run's results:
+            `python -m keras_matta.study.report FULL.json --merge FULL.json PART.json --replace`.
 
     Returns:
         The JSON payload (also written to `output_dir/results.json`).
@@ -179,12 +191,14 @@ def run_demo(tasks=("digits", "lm"), mode="default", seeds=None, output_dir="mat
         configs = {task: config.with_seeds(seeds) for task, config in configs.items()}
     rows = []
     for config in configs.values():
-        rows.extend(run_task(config, cache_dir, split=split, retrain_teacher=retrain_teacher))
+        rows.extend(run_task(config, cache_dir, split=split, retrain_teacher=retrain_teacher,
+                             methods=methods))
     results = report.aggregate(rows)
     summaries = {task: report.summary(results, task, widths_lib.width_label(c.student_fraction))
                  for task, c in configs.items()}
     plot_path = output_dir / "quality_vs_params.png"
-    report.plot(results, plot_path, split)
+    if "matta" in methods:  # the plot is of the family
+        report.plot(results, plot_path, split)
     payload = {
         "mode": mode, "split": split, "seconds": time.perf_counter() - start,
         "environment": environment(),
@@ -194,8 +208,14 @@ def run_demo(tasks=("digits", "lm"), mode="default", seeds=None, output_dir="mat
     }
     report.write_json(output_dir / "results.json", payload)
     print()
-    report.print_tables(payload)
-    print(f"Wrote {output_dir / 'results.json'} and {plot_path} "
+    if set(methods) == set(METHODS):
+        report.print_tables(payload)
+    else:  # the claims compare methods that did not run: the main table only
+        for task, config in configs.items():
+            student = widths_lib.width_label(config.student_fraction)
+            print(report.markdown_table(*report.table_rows(results, task, student)) + "\n")
+    written = f" and {plot_path}" if "matta" in methods else ""
+    print(f"Wrote {output_dir / 'results.json'}{written} "
           f"({payload['seconds']:.0f} s, backend {keras.backend.backend()}).")
     return payload
 

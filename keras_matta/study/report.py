@@ -667,7 +667,7 @@ def write_json(path, payload):
         json.dump(clean(payload), file, indent=2)
 
 
-def merge(payloads):
+def merge(payloads, replace=False):
     """One payload from demo runs of other tasks or other seeds (e.g. `--task digits` and
     `--task lm` run side by side, or `--task lm --seeds 1 2` after `--seeds 0`): rows joined,
     everything derived recomputed from them.
@@ -678,6 +678,9 @@ def merge(payloads):
         payloads: `results.json` payloads of one mode and split. Runs of the same task must
             share its settings, apart from their seeds, which must not overlap, and their
             Teacher: trained once and cached, it is one row in every run of a task, kept once.
+        replace: whether a later payload's rows replace the earlier rows of the same task,
+            seed and method (a rerun of some methods, `keras-matta demo --methods ...`), in
+            which case seeds may overlap.
 
     Returns:
         The merged payload, as `run_demo` would have written it for all the tasks and seeds at
@@ -697,7 +700,7 @@ def merge(payloads):
                 if {**settings[task], "seeds": None} != {**task_settings, "seeds": None}:
                     raise ValueError(f"Cannot merge runs of task {task!r} whose settings "
                                      "differ in more than their seeds.")
-                if seeds[task] & run_seeds:
+                if seeds[task] & run_seeds and not replace:
                     raise ValueError(f"Cannot merge runs of task {task!r} that share seeds: "
                                      f"{sorted(seeds[task] & run_seeds)}.")
             settings.setdefault(task, dict(task_settings))
@@ -705,7 +708,14 @@ def merge(payloads):
             if "seeds" in task_settings:
                 settings[task]["seeds"] = sorted(seeds[task])
     rows, teachers = [], {}
-    for row in (row for payload in payloads for row in payload["rows"]):
+    for payload in payloads:
+        if replace:
+            rerun = {(row["task"], row["seed"], row["method"]) for row in payload["rows"]
+                     if row["method"] != "teacher"}
+            rows = [row for row in rows if (row["task"], row["seed"], row["method"]) not in rerun]
+        rows.extend(payload["rows"])
+    kept = []
+    for row in rows:
         if row["method"] == "teacher":
             key = (row["task"], row["seed"])
             if key in teachers:
@@ -714,14 +724,14 @@ def merge(payloads):
                                      "Teachers (their metrics differ).")
                 continue
             teachers[key] = row
-        rows.append(row)
-    results = aggregate(rows)
+        kept.append(row)
+    results = aggregate(kept)
     return {
         **first, "seconds": sum(payload["seconds"] for payload in payloads),
         "settings": settings,
         "summary": {task: summary(results, task, width_label(s["student_fraction"]))
                     for task, s in settings.items()},
-        "family_vs_separate": family_vs_separate(rows), "results": results, "rows": rows,
+        "family_vs_separate": family_vs_separate(kept), "results": results, "rows": kept,
     }
 
 
@@ -736,13 +746,16 @@ def main(argv=None):
     parser.add_argument("--readme", help="the README to update in place")
     parser.add_argument("--merge", nargs="+", metavar="JSON",
                         help="merge these runs (of other tasks or seeds) into RESULTS_JSON first")
+    parser.add_argument("--replace", action="store_true",
+                        help="with --merge: a later file's rows replace the earlier rows of the "
+                             "same task, seed and method (`keras-matta demo --methods ...`)")
     args = parser.parse_args(argv)
     if args.merge:
         payloads = []
         for path in args.merge:
             with open(path) as file:
                 payloads.append(json.load(file))
-        merged = merge(payloads)
+        merged = merge(payloads, replace=args.replace)
         write_json(args.results, merged)
         plot(merged["results"], os.path.join(os.path.dirname(args.results) or ".",
                                               "quality_vs_params.png"), merged["split"])

@@ -25,7 +25,6 @@ from keras_matta.training import MatTA
 from keras_matta.widths import width_label
 
 OPTIMIZERS = ("adam", "shampoo")
-METHODS = ("separate", "kd", "majority", "matta")
 METHOD_TITLES = {
     "teacher": "Teacher",
     "separate": "Student alone",  # the separately trained model at the Student's width

@@ -193,6 +193,25 @@ def test_merge_joins_runs_of_other_seeds_of_a_task_as_one_run_would_have_written
         report.merge([run([1, 2]), other])
 
 
+def test_merge_with_replace_swaps_in_a_rerun_of_one_method():
+    """`keras-matta demo --methods majority` after a full run: its rows replace the old ones."""
+    rerun_rows = [{**row, "metrics": {"accuracy": row["metrics"]["accuracy"] + 0.03, "auc": 0.99}}
+                  for row in _rows() if row["method"] == "majority"]
+    rerun = {**_payload(), "seconds": 60.0, "rows": rerun_rows,
+             "settings": {"digits": {"student_fraction": 0.25}}}
+    merged = report.merge([_payload(), rerun], replace=True)
+    expected = [row for row in _rows() if row["method"] != "majority"] + rerun_rows
+    assert merged["rows"] == expected
+    assert merged["results"] == report.aggregate(expected)
+    majority = _result(merged["results"], "majority", "adam", None)["metrics"]["accuracy"]
+    assert majority["mean"] == pytest.approx(np.mean(ACCURACY["majority", "adam", None]) + 0.03)
+    assert merged["summary"]["digits"] == report.summary(report.aggregate(expected), "digits",
+                                                         "0.25")
+    assert merged["seconds"] == 1860.0
+    with pytest.raises(ValueError, match="share seeds"):
+        report.merge([_payload(), rerun])
+
+
 def test_merge_keeps_the_cached_teacher_once():
     """The demo trains a task's Teacher once (a row of seed 0) and every run reuses it."""
     def run(seeds, teacher_accuracy=0.97):
