@@ -132,11 +132,13 @@ class Shakespeare:
         return float(nats / math.log(2.0))
 
 
-# The regimes: the study's default sizes, and a smaller served model trained 3x longer.
+# The regimes: the study's default sizes, a smaller served model trained 3x longer, and the LM
+# trained for the main job's 1,000-odd steps (8 epochs of 128 batches).
 TASKS = {
     "digits": lambda: Digits(),
     "digits_small_long": lambda: Digits(hidden=16, epochs=45, name="digits_small_long"),
     "shakespeare": lambda: Shakespeare(),
+    "shakespeare_long": lambda: Shakespeare(epochs=8, name="shakespeare_long"),
     "shakespeare_small_long": lambda: Shakespeare(dim=32, epochs=9,
                                                   name="shakespeare_small_long"),
 }
