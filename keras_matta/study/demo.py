@@ -182,6 +182,8 @@ def run_demo(tasks=("digits", "lm"), mode="default", seeds=None, output_dir="mat
     run_demo(tasks=("digits",), mode="quick", output_dir="/tmp/demo")
     ```
     """
+    if not methods or set(methods) - set(METHODS):
+        raise ValueError(f"`methods` must be a non-empty subset of {METHODS}; got {methods!r}.")
     start = time.perf_counter()
     output_dir = pathlib.Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
