@@ -552,8 +552,9 @@ def _summary_text(s):
     if s.get("gain_majority_adam") is not None:
         lines.append(
             f"  Majority kernels (adam), served at the Student's size: "
-            f"{gain('gain_majority_adam')}; in the design study no way of combining the "
-            f"copies beat the plain model (README, benchmarks/majority_study.py)"
+            f"{gain('gain_majority_adam')} at this learning rate; in the design study, each "
+            f"variant at its best rate, no way of combining the copies beat the plain model "
+            f"beyond seed noise (README, benchmarks/majority_study.py)"
         )
     if "super_additive" in s:
         verdict = "super-additive" if s["super_additive"] else "not super-additive"
