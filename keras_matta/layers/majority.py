@@ -178,8 +178,12 @@ def combine_copies(copies, majority, combine, training=False, seed_generator=Non
         ranks = _ranks([copies[i] for i in range(majority)])
         return _weighted_sum([ops.cast(r == majority // 2, copies.dtype) for r in ranks], copies)
     if combine == "learned":
+        # One (1, k) x (k, n) product: its gradient for the logits is a matrix-vector product,
+        # where the unrolled sum's was k reductions over a kernel. The digits MLP's training
+        # step at batch 64 went from 2.28x the plain model's to 1.29x (interleaved A/B, JAX).
         weights = ops.softmax(ops.cast(mixture, copies.dtype))  # (k,)
-        return _weighted_sum([weights[i] for i in range(majority)], copies)
+        flat = ops.reshape(copies, (majority, -1))
+        return ops.reshape(ops.matmul(weights[None], flat), copies.shape[1:])
     if not training or combine == "mean":
         return _weighted_sum([1.0 / majority] * majority, copies)
     if combine == "random_convex":
