@@ -45,8 +45,8 @@ def test_notebook_cells_follow_the_guide():
 SMOKE_BACKEND = {
     "distributed_training.py": "jax",
     "gpt2_medium_matta.py": "torch",
-    "getting_started.py": "tensorflow",
-    "shampoo.py": "tensorflow",
+    "getting_started.py": "jax",
+    "shampoo.py": "jax",
     "majority_kernels.py": "torch",
     "matta_language_models.py": "torch",
 }
