@@ -179,16 +179,16 @@ def paired_verdict(differences, higher_is_better):
 # === Step time ===
 
 
-def step_milliseconds(task, variants, repeats, batch=None):
+def step_milliseconds(task, variants, repeats, batch):
     """`{variant: median CPU milliseconds per training step}`, all variants timed interleaved.
 
-    Steps are of `batch` examples (default: the task's training batch). A step's time is
-    `(t(2 * steps) - t(steps)) / steps` over `fit` calls (`steps = task.timing_steps`), so the
-    fixed cost of a call cancels; each `t` is the median of `repeats` interleaved runs after a
-    compiling one. `t` is the process's CPU time, not wall time: with one thread per process it
-    is the work done, whatever else shares the machine.
+    Steps are of `batch` examples. A step's time is `(t(2 * steps) - t(steps)) / steps` over
+    `fit` calls (`steps = task.timing_steps`), so the fixed cost of a call cancels; each `t` is
+    the median of `repeats` interleaved runs after a compiling one. `t` is the process's CPU
+    time, not wall time: with one thread per process it is the work done, whatever else shares
+    the machine.
     """
-    steps, batch = task.timing_steps, batch or task.batch
+    steps = task.timing_steps
     longest = 2 * steps * batch
     x, y = (np.resize(a, (longest,) + a.shape[1:]) for a in task.train)  # repeated if short
     runs = {}
@@ -232,7 +232,8 @@ def study_task(task, args, cache, progress, advance):
                 runs.setdefault((variant, rate), []).append(result)
                 advance()
     progress(f"{task.name}: step times")
-    milliseconds = step_milliseconds(task, variants, args.repeats, args.timing_batch)
+    timing_batch = args.timing_batch or task.batch
+    milliseconds = step_milliseconds(task, variants, args.repeats, timing_batch)
     rows = []
     for variant in variants:
         validation = {rate: [r["validation"] for r in runs[(variant, rate)]]
@@ -249,7 +250,7 @@ def study_task(task, args, cache, progress, advance):
             "test_by_lr": {str(r): summarize([one["test"] for one in runs[(variant, r)]])[0]
                            for r in args.learning_rates},
             "step_ms": milliseconds[variant],
-            "timing_batch": args.timing_batch or task.batch,
+            "timing_batch": timing_batch,
             "overhead": milliseconds[variant] / milliseconds[PLAIN],
             "settings": dataclasses.asdict(task),
         })

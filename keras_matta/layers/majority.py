@@ -171,9 +171,10 @@ def combine_copies(copies, majority, combine, training=False, seed_generator=Non
     """
     if majority == 1:
         return copies
-    # Every combine is a weighted sum over the copies, written as `k` fused multiply-adds: a
-    # reduction over the leading axis (`ops.mean(copies, 0)`) made a whole training step of the
-    # digits MLP 4x slower than the plain model's on XLA CPU, the unrolled sum 1.1x.
+    # Every combine is a weighted sum over the copies; those whose weights are not trained are
+    # written as `k` fused multiply-adds: a reduction over the leading axis
+    # (`ops.mean(copies, 0)`) made a whole training step of the digits MLP 4x slower than the
+    # plain model's on XLA CPU, the unrolled sum 1.1x.
     if combine == "median":
         ranks = _ranks([copies[i] for i in range(majority)])
         return _weighted_sum([ops.cast(r == majority // 2, copies.dtype) for r in ranks], copies)

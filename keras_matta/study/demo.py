@@ -199,7 +199,8 @@ def run_demo(tasks=("digits", "lm"), mode="default", seeds=None, output_dir="mat
     summaries = {task: report.summary(results, task, widths_lib.width_label(c.student_fraction))
                  for task, c in configs.items()}
     plot_path = output_dir / "quality_vs_params.png"
-    if "matta" in methods:  # the plot is of the family
+    plotted = "matta" in methods  # the plot is of the family
+    if plotted:
         report.plot(results, plot_path, split)
     payload = {
         "mode": mode, "split": split, "seconds": time.perf_counter() - start,
@@ -216,7 +217,7 @@ def run_demo(tasks=("digits", "lm"), mode="default", seeds=None, output_dir="mat
         for task, config in configs.items():
             student = widths_lib.width_label(config.student_fraction)
             print(report.markdown_table(*report.table_rows(results, task, student)) + "\n")
-    written = f" and {plot_path}" if "matta" in methods else ""
+    written = f" and {plot_path}" if plotted else ""
     print(f"Wrote {output_dir / 'results.json'}{written} "
           f"({payload['seconds']:.0f} s, backend {keras.backend.backend()}).")
     return payload

@@ -378,8 +378,8 @@ def test_identical_mean_with_adam_is_the_plain_model_with_k_times_epsilon():
 
 @pytest.mark.parametrize("combine", COMBINES)
 def test_compiled_fit_then_extract_collapses_as_numpy(combine):
-    """Every combine trains compiled (`jit_compile=True`; eagerly on torch) and collapses as its
-    NumPy reference."""
+    """Every combine trains compiled (`jit_compile=True`; on torch only `random_majority`, the
+    others eagerly) and collapses as its NumPy reference."""
     majority = 3  # odd, for the median
     model = keras.Sequential([
         keras.Input((6,)),
