@@ -69,6 +69,11 @@ VARIANTS = {
     "one_student_detached": {"student_widths": [0.25], "num_sampled_widths": 0,
                              "detach_shared": True},
     "sampled1_detached": {"num_sampled_widths": 1, "detach_shared": True},
+    # Per-layer draws among the trained widths only (MatFormer's Mix'n'Match), or a coin
+    # per layer between those and the range.
+    "sampled1_granularities": {"num_sampled_widths": 1,
+                               "sampled_width_distribution": "granularities"},
+    "sampled1_either": {"num_sampled_widths": 1, "sampled_width_distribution": "either"},
 }
 
 

@@ -11,9 +11,9 @@ from keras_matta import losses as losses_lib
 from keras_matta import widths as widths_lib
 from keras_matta.training import checks
 from keras_matta.training import dispatch
+from keras_matta.training import sampled_widths
 from keras_matta.training import shared_weights
 from keras_matta.training.objective import CompiledObjective
-from keras_matta.training.sampled_widths import WidthDraws
 from keras_matta.training.strategies import WidthSampler
 
 
@@ -111,6 +111,10 @@ class MatTA(keras.Model):
             1, logged as `sampled_*_loss` (training only). They train the widths between the
             Students and the per-layer mixes, which are otherwise never trained. They run as
             masks (full-width FLOPs, one compiled step for every draw).
+        sampled_width_distribution: how those widths are drawn, per layer and dimension:
+            `"range"` (default; uniformly between the smallest Student's width and the full
+            width), `"granularities"` (one of the Students' widths or the full width, as
+            MatFormer's Mix'n'Match) or `"either"` (a fair coin between the two).
         seed: int seeding the Student draw of step `t` (a function of `(seed, t)`); `None` draws
             one from Python's `random` (so `keras.utils.set_random_seed` fixes it).
         distillation: `"auto"`, `"kl"`, `"bernoulli_kl"` or `"mse"`.
@@ -141,7 +145,8 @@ class MatTA(keras.Model):
     def __init__(self, model, student_widths, teacher=None, beta=1.0, alpha=1.0, gamma=1.0,
                  beta_teacher=None, alpha_teacher=None, temperature=1.0, kd_warmup_steps=0,
                  student_weights=None, detach_ta=True, detach_shared=False, strategy="all",
-                 num_random_widths=None, num_sampled_widths=1, seed=None, distillation="auto",
+                 num_random_widths=None, num_sampled_widths=1,
+                 sampled_width_distribution="range", seed=None, distillation="auto",
                  name="matta", **kwargs):
         super().__init__(name=name, **kwargs)
         # === Models ===
@@ -167,9 +172,12 @@ class MatTA(keras.Model):
         self._sampler = WidthSampler(strategy, sizes, num_random_widths, seed)
         self.num_sampled_widths = checks.non_negative_int("num_sampled_widths",
                                                           num_sampled_widths)
+        self.sampled_width_distribution = sampled_widths.check_distribution(
+            sampled_width_distribution)
         self._width_draws = None
         if self.num_sampled_widths:
-            self._width_draws = WidthDraws(model, self._student_widths)
+            self._width_draws = sampled_widths.WidthDraws(model, self._student_widths,
+                                                          sampled_width_distribution)
             # Its state is saved with the model (`save_own_variables`), so a resumed run goes on
             # drawing what the uninterrupted run would have drawn.
             self._width_seeds = keras.random.SeedGenerator(seed, name="width_draws")
@@ -481,6 +489,7 @@ class MatTA(keras.Model):
             "detach_shared": self.detach_shared,
             "strategy": self.strategy, "num_random_widths": self._sampler.num_random_widths,
             "num_sampled_widths": self.num_sampled_widths,
+            "sampled_width_distribution": self.sampled_width_distribution,
             "seed": self.seed, "distillation": self.distillation,
         }
 

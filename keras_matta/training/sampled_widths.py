@@ -3,28 +3,45 @@
 import contextlib
 
 import keras
+from keras import ops
 
 from keras_matta import widths as widths_lib
 from keras_matta.layer_width import DEPTH
 from keras_matta.layers.sampled_width import SampledWidth
 
+DISTRIBUTIONS = ("range", "granularities", "either")
+
+
+def check_distribution(distribution):
+    """`distribution` if it names one of `DISTRIBUTIONS`; a `ValueError` naming it if not."""
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError(f"`sampled_width_distribution` must be one of {DISTRIBUTIONS}; got "
+                         f"{distribution!r}.")
+    return distribution
+
 
 class WidthDraws:
-    """Draws a Mix'n'Match sub-network: every nested dimension of every Mat layer uniformly.
+    """Draws a Mix'n'Match sub-network: a width for every nested dimension of every Mat layer.
 
-    For each Mat layer `l` and nested dimension `d`, the width is an integer drawn uniformly
-    from `[low_ld, full_ld]`, independently per layer, where `low_ld` is the smallest width any
-    Student gives `d` in `l`. This is the sandwich rule of universally slimmable networks (the
-    largest, the smallest and random widths in one step), drawn per layer so that the per-layer
-    mixes MatTA serves are trained as well as the uniform widths between the Students.
+    For each Mat layer `l` and nested dimension `d`, independently per layer, the width is
 
-    The draws are tensors (`keras.random.randint` on a `SeedGenerator` the caller owns), applied
-    as masks (`SampledWidth`): one compiled train function serves every draw.
+    - `"range"`: an integer drawn uniformly from `[low_ld, full_ld]`, where `low_ld` is the
+      smallest width any Student gives `d` in `l`. This is the sandwich rule of universally
+      slimmable networks (the largest, the smallest and random widths in one step), drawn per
+      layer so that the widths between the Students are trained as well as the mixes;
+    - `"granularities"`: one of the trained widths of `d` in `l` (each Student's, and the
+      full width) drawn uniformly, as MatFormer's Mix'n'Match draws per-layer granularities:
+      every per-layer mix of trained widths is drawn with the same probability;
+    - `"either"`: a fair coin per layer and dimension picks one of the two rules above.
+
+    The draws are tensors (`keras.random` on a `SeedGenerator` the caller owns), applied as
+    masks (`SampledWidth`): one compiled train function serves every draw.
 
     Args:
         model: the TA.
-        student_widths: the Students' width specs; their smallest width of each dimension is
-            the lower end of its range.
+        student_widths: the Students' width specs; they set each dimension's trained widths
+            and its smallest.
+        distribution: `"range"` (default), `"granularities"` or `"either"`.
 
     Example:
 
@@ -33,46 +50,72 @@ class WidthDraws:
                            keras_matta.MatDense(2, nested=False)])
     draws = keras_matta.training.WidthDraws(ta, [0.25, 0.5])
     assert draws.ranges == {"hidden": {"units": (8, 32)}}
+    assert draws.granularities == {"hidden": {"units": (8, 16, 32)}}
     seeds = keras.random.SeedGenerator(0)
     with draws.scope(seeds):      # `hidden` runs at a width drawn from 8..32
         outputs = ta(np.ones((1, 8), "float32"))
     ```
+
+    Reference:
+        Yu & Huang, "Universally Slimmable Networks and Improved Training Techniques",
+        ICCV 2019; Devvrit et al., "MatFormer: Nested Transformer for Elastic Inference",
+        NeurIPS 2024.
     """
 
-    def __init__(self, model, student_widths):
-        self._layers = {}
+    def __init__(self, model, student_widths, distribution="range"):
+        self.distribution = check_distribution(distribution)
+        # {layer: {dimension: sorted trained widths, the full width last}}
+        self._trained = {}
         for spec in student_widths:
             for layer, width in widths_lib.resolve_widths(model, spec).items():
                 if not width:
                     continue  # no nested dimension (a `nested=False` head)
-                low = self._layers.setdefault(layer, dict(layer.nested_dims()))
+                trained = self._trained.setdefault(
+                    layer, {dim: {full} for dim, full in layer.nested_dims().items()})
                 for dim, value in width.items():
                     if dim != DEPTH:  # drawn sub-networks keep every block
-                        low[dim] = min(low[dim], value)
+                        trained[dim].add(value)
+        self._trained = {layer: {dim: tuple(sorted(values)) for dim, values in dims.items()}
+                         for layer, dims in self._trained.items()}
+
+    def _varying(self):
+        return {layer: {dim: values for dim, values in dims.items() if len(values) > 1}
+                for layer, dims in self._trained.items()}
 
     @property
     def ranges(self):
         """`{layer name: {dimension: (lowest, full)}}` of the layers that vary."""
-        return {
-            layer.name: {dim: (low[dim], layer.nested_dims()[dim]) for dim in low
-                         if low[dim] < layer.nested_dims()[dim]}
-            for layer, low in self._layers.items()
-            if any(low[dim] < layer.nested_dims()[dim] for dim in low)
-        }
+        return {layer.name: {dim: (values[0], values[-1]) for dim, values in dims.items()}
+                for layer, dims in self._varying().items() if dims}
+
+    @property
+    def granularities(self):
+        """`{layer name: {dimension: trained widths ascending}}` of the layers that vary."""
+        return {layer.name: dims for layer, dims in self._varying().items() if dims}
+
+    def _draw(self, layer, dim, seed_generator):
+        """A scalar int tensor: the width of `dim` in `layer` for one draw."""
+        trained = self._trained[layer][dim]
+        # Draw in steps of whole groups where the layer has them (GQA query heads).
+        step = layer.width_multiple(dim)
+        in_range = step * keras.random.randint(
+            (), -(-trained[0] // step), trained[-1] // step + 1, dtype="int32",
+            seed=seed_generator)
+        if self.distribution == "range":
+            return in_range
+        index = keras.random.randint((), 0, len(trained), dtype="int32", seed=seed_generator)
+        granularity = ops.take(ops.convert_to_tensor(trained, "int32"), index)
+        if self.distribution == "granularities":
+            return granularity
+        coin = keras.random.randint((), 0, 2, dtype="int32", seed=seed_generator)
+        return ops.where(ops.equal(coin, 1), granularity, in_range)
 
     @contextlib.contextmanager
     def scope(self, seed_generator):
         """A context in which the TA runs at one fresh draw; yields `{layer: {dim: width}}`."""
-        selection = {}
-        for layer, low in self._layers.items():
-            full = layer.nested_dims()
-            selection[layer] = {}
-            for dim in full:
-                # Draw in steps of whole groups where the layer has them (GQA query heads).
-                step = layer.width_multiple(dim)
-                count = keras.random.randint((), -(-low[dim] // step), full[dim] // step + 1,
-                                             dtype="int32", seed=seed_generator)
-                selection[layer][dim] = SampledWidth(count * step)
+        selection = {layer: {dim: SampledWidth(self._draw(layer, dim, seed_generator))
+                             for dim in dims}
+                     for layer, dims in self._trained.items()}
         saved = widths_lib.select(selection)
         try:
             yield selection

@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 from keras import ops
 from training import numpy_reference as ref
 from training.matta_models import batch
@@ -54,10 +55,7 @@ def _counts(draws, seed_generator, count):
 
 
 def test_draws_cover_each_range_uniformly_and_repeat_with_the_seed():
-    model = keras.Sequential([
-        keras.Input((4,)), keras_matta.MatDense(8, name="a"), keras_matta.MatDense(6, name="b"),
-        keras_matta.MatDense(2, nested=False, name="head"),
-    ])
+    model = _two_layers()
     draws = WidthDraws(model, [{"a": 2}, {"a": 5, "b": 3}])
     assert draws.ranges == {"a": {"units": (2, 8)}, "b": {"units": (3, 6)}}
     counts = _counts(draws, keras.random.SeedGenerator(7), 400)
@@ -72,9 +70,45 @@ def test_draws_cover_each_range_uniformly_and_repeat_with_the_seed():
     assert all(layer.selected_width is None for layer in keras_matta.widths.mat_layers(model))
 
 
+def _two_layers():
+    return keras.Sequential([
+        keras.Input((4,)), keras_matta.MatDense(8, name="a"), keras_matta.MatDense(6, name="b"),
+        keras_matta.MatDense(2, nested=False, name="head"),
+    ])
+
+
+def test_granularity_draws_are_the_trained_widths_each_equally_often():
+    draws = WidthDraws(_two_layers(), [{"a": 2}, {"a": 5, "b": 3}], "granularities")
+    assert draws.granularities == {"a": {"units": (2, 5, 8)}, "b": {"units": (3, 6)}}
+    counts = _counts(draws, keras.random.SeedGenerator(1), 600)
+    a, b = counts[:, 0], counts[:, 1]
+    assert sorted(set(a)) == [2, 5, 8] and sorted(set(b)) == [3, 6]
+    # About 200 of each of a's three widths and 300 of each of b's two (4-sigma bands).
+    assert all(155 < np.sum(a == v) < 245 for v in (2, 5, 8))
+    assert all(250 < np.sum(b == v) < 350 for v in (3, 6))
+    # Per layer: all six (a, b) mixes of trained widths occur.
+    assert len(set(map(tuple, counts))) == 6
+
+
+def test_either_draws_half_granularities_half_the_range():
+    draws = WidthDraws(_two_layers(), [{"a": 2}, {"a": 5, "b": 3}], "either")
+    a = _counts(draws, keras.random.SeedGenerator(2), 1400)[:, 0]
+    assert sorted(set(a)) == list(range(2, 9))
+    # Each trained width: 1/2 * 1/3 + 1/2 * 1/7 of the draws (0.238); each other one 1/14.
+    for value in range(2, 9):
+        expected = 1400 * (0.5 / 3 + 0.5 / 7 if value in (2, 5, 8) else 0.5 / 7)
+        assert abs(np.sum(a == value) - expected) < 4 * np.sqrt(expected)
+
+
+def test_an_unknown_distribution_is_refused_by_name():
+    with pytest.raises(ValueError, match="sampled_width_distribution.*'uniform'"):
+        MatTA(mlp(), STUDENTS, sampled_width_distribution="uniform")
+
+
 def test_fit_save_and_load_keep_the_setting(tmp_path):
     x, labels, _ = batch(n=32)
-    mat_ta = MatTA(mlp(), STUDENTS, num_sampled_widths=1, seed=3)
+    mat_ta = MatTA(mlp(), STUDENTS, num_sampled_widths=1, sampled_width_distribution="either",
+                   seed=3)
     mat_ta.compile("adam", sparse_ce())
     history = mat_ta.fit(x, labels, batch_size=8, epochs=2, verbose=0)
     assert np.isfinite(history.history["sampled_task_loss"]).all()
@@ -83,6 +117,7 @@ def test_fit_save_and_load_keep_the_setting(tmp_path):
     mat_ta.save(path)
     loaded = keras.saving.load_model(path)
     assert loaded.num_sampled_widths == 1
+    assert loaded.sampled_width_distribution == "either"
     # The draw stream is saved (Keras saves no SeedGenerator state by itself).
     np.testing.assert_array_equal(ops.convert_to_numpy(loaded._width_seeds.state),
                                   ops.convert_to_numpy(mat_ta._width_seeds.state))
