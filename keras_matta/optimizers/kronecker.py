@@ -298,8 +298,12 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
             padded = ops.concatenate(
                 [self._pad_statistics(statistics[i], side) for i in members], axis=0
             )
-            before = ops.concatenate([pad_matrices(previous[i], side) for i in members], axis=0)
-            computed = _finite_or(self._factors(padded, t), before)
+            # The identity on the padding keeps a previous SOAP basis orthogonal and block-
+            # diagonal, as the padded statistic is (the padding is sliced off below).
+            before = ops.concatenate(
+                [pad_matrices(previous[i], side, ops.ones(previous[i].shape[:1]))
+                 for i in members], axis=0)
+            computed = _finite_or(self._factors(padded, t, before), before)
             offsets = np.cumsum([0] + [statistics[i].shape[0] for i in members])
             for i, begin, end in zip(members, offsets[:-1], offsets[1:]):
                 size = statistics[i].shape[-1]
@@ -316,8 +320,9 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
         """
         return [list(range(len(statistics)))]
 
-    def _factors(self, statistics, t):
-        """Subclass hook: `(k, n, n)` statistics -> `(k, n, n)` factors (NaN where failed)."""
+    def _factors(self, statistics, t, previous):
+        """Subclass hook: `(k, n, n)` statistics and their `previous` factors (padded like them)
+        -> `(k, n, n)` factors (NaN where failed)."""
         raise NotImplementedError
 
     def _pad_statistics(self, statistics, side):

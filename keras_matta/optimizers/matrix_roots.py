@@ -148,6 +148,30 @@ def eigenbasis(matrix):
     return ops.where(succeeded, eigenvectors, ops.full_like(eigenvectors, float("nan")))
 
 
+def power_qr_eigenbasis(matrix, basis):
+    """One power-iteration step from `basis` towards the eigenvectors of symmetric `matrix`.
+
+    `(..., n, n)` each. The columns of `basis` are sorted by descending Rayleigh quotient
+    `diag(Q^T S Q)` (their estimated eigenvalues), multiplied by `S` and re-orthogonalized:
+
+        Q_new, _ = qr(S Q[:, order])
+
+    One QR instead of an eigendecomposition, accurate when the statistics move slowly between
+    refreshes (SOAP's Algorithm 4). Same failure convention as `eigenbasis`: a non-finite
+    input or result gives an all-NaN matrix. Computed in float32 (float64 kept as float64).
+    """
+    matrix, basis = ops.convert_to_tensor(matrix), ops.convert_to_tensor(basis)
+    dtype = "float64" if ops.dtype(matrix) == "float64" else "float32"
+    matrix, basis = ops.cast(matrix, dtype), ops.cast(basis, dtype)
+    product = ops.matmul(matrix, basis)
+    estimates = ops.sum(basis * product, axis=-2)  # (..., n): q_j^T S q_j
+    order = ops.argsort(-estimates, axis=-1)
+    product = ops.take_along_axis(product, ops.expand_dims(order, -2), axis=-1)
+    eigenvectors, _ = ops.qr(product)
+    succeeded = ops.logical_and(all_finite(matrix), all_finite(eigenvectors))
+    return ops.where(succeeded, eigenvectors, ops.full_like(eigenvectors, float("nan")))
+
+
 def all_finite(matrices):
     """(..., n, n) -> (..., 1, 1) booleans: whether each matrix is entirely finite.
 

@@ -205,7 +205,7 @@ class Shampoo(KroneckerFactoredOptimizer):
 
     # === Inverse roots (the factors) ===
 
-    def _factors(self, statistics, t):
+    def _factors(self, statistics, t, previous):
         # Bias correction matters only to grafting="none": relative damping and grafting
         # make the direction independent of the statistics' scale.
         correction = 1.0 - ops.power(self.beta2, t) if self.beta2 < 1.0 else 1.0

@@ -10,6 +10,9 @@ from keras_matta.optimizers.kronecker import check_number
 from keras_matta.optimizers.kronecker import pad_matrices
 from keras_matta.optimizers.kronecker import transpose
 from keras_matta.optimizers.matrix_roots import eigenbasis
+from keras_matta.optimizers.matrix_roots import power_qr_eigenbasis
+
+BASIS_REFRESHES = ("eigh", "power_qr")
 
 
 @keras.saving.register_keras_serializable(package="keras_matta")
@@ -28,6 +31,8 @@ class SOAP(KroneckerFactoredOptimizer):
     L_t = b L_{t-1} + (1 - b) G G^T,   R_t = b R_{t-1} + (1 - b) G^T G    # b = shampoo_beta
     every precondition_frequency steps from start_preconditioning_step on, after the update:
         Q_L, Q_R = eigenvectors of L_t, R_t          # eigh; identity until the first refresh
+      or, with basis_refresh="power_qr", after an eigh at the first refresh:
+        Q_L = qr(L_t Q_L[:, order]),  order: descending diag(Q_L^T L_t Q_L)   # likewise Q_R
     ```
 
     With `Q = I` this is Adam, so up to the first refresh, and for variables that are not
@@ -40,6 +45,10 @@ class SOAP(KroneckerFactoredOptimizer):
     coordinates first); `v` is not otherwise transformed when the basis changes. A refresh whose
     statistics are not finite restarts them from the step's gram, and a basis that fails keeps
     the previous one, as in `Shampoo`. Weight decay is decoupled (AdamW style).
+
+    `basis_refresh="power_qr"` replaces each eigendecomposition after the first by one step of
+    power iteration from the previous basis and a QR (the paper's Algorithm 4, as its official
+    code and `heavyball` do): the cost that sets the largest affordable `block_size` on CPUs.
 
     Args:
         learning_rate: float, schedule or callable. Defaults to `0.003` (the paper's setting).
@@ -60,6 +69,8 @@ class SOAP(KroneckerFactoredOptimizer):
             Defaults to `True`.
         exclude_layers: regular expressions; variables whose path matches one use Adam (see
             `Shampoo`). Defaults to `None`.
+        basis_refresh: `"eigh"` (default: exact eigenvectors at every refresh) or
+            `"power_qr"` (an eigh at the first refresh, then one power step and a QR).
         precondition_vectors: run Adam in the eigenbasis of one full factor per block for
             biases, norms' scales and `(n, 1)` kernels (the column `(n, 1)`: its right factor
             is `1 x 1`), instead of plain Adam. Defaults to `False`.
@@ -112,9 +123,13 @@ class SOAP(KroneckerFactoredOptimizer):
         exclude_embeddings=True,
         exclude_layers=None,
         precondition_vectors=False,
+        basis_refresh="eigh",
         **kwargs,
     ):
         # === Validation, before any work (the base class checks the arguments it shares) ===
+        if basis_refresh not in BASIS_REFRESHES:
+            raise ValueError(f"`basis_refresh` must be one of {BASIS_REFRESHES}; got "
+                             f"{basis_refresh!r}.")
         numbers = [
             ("beta2", beta2, "(0, 1)"),
             ("epsilon", epsilon, "(0, inf)"),
@@ -140,6 +155,7 @@ class SOAP(KroneckerFactoredOptimizer):
         self.beta2 = float(beta2)
         self.epsilon = float(epsilon)
         self.shampoo_beta = None if shampoo_beta is None else float(shampoo_beta)
+        self.basis_refresh = basis_refresh
 
     # === State ===
 
@@ -155,9 +171,17 @@ class SOAP(KroneckerFactoredOptimizer):
 
     # === Eigenbases (the factors) ===
 
-    def _factors(self, statistics, t):
+    def _factors(self, statistics, t, previous):
         # Eigenvectors do not depend on the statistics' scale: no bias correction.
-        return eigenbasis(statistics)
+        if self.basis_refresh == "eigh":
+            return eigenbasis(statistics)
+        # The first refresh starts from the identity, which no power step would turn into an
+        # eigenbasis: an eigh there.
+        return ops.cond(
+            ops.equal(t, self.start_preconditioning_step),
+            lambda: eigenbasis(statistics),
+            lambda: power_qr_eigenbasis(statistics, previous),
+        )
 
     def _pad_statistics(self, statistics, side):
         """`S` in the top-left, `-(trace(S) + 1) I` below it.
@@ -225,6 +249,7 @@ class SOAP(KroneckerFactoredOptimizer):
                 "beta2": self.beta2,
                 "epsilon": self.epsilon,
                 "shampoo_beta": self.shampoo_beta,
+                "basis_refresh": self.basis_refresh,
             }
         )
         return config

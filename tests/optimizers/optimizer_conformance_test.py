@@ -39,9 +39,9 @@ OPTIMIZER_FACTORIES = [
     pytest.param(
         lambda: SOAP(
             learning_rate=0.1, beta1=0.9, beta2=0.99, precondition_frequency=5, block_size=4,
-            precondition_vectors=True,
+            precondition_vectors=True, basis_refresh="power_qr",
         ),
-        id="soap-blocked-vectors",
+        id="soap-blocked-vectors-power-qr",
     ),
 ]
 

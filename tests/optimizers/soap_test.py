@@ -50,11 +50,19 @@ class NumpySOAP(NumpyKroneckerReference):
             # The statistics and bases after the update: a new basis serves from step t + 1.
             self.update_statistics(i, gb, beta)
             if self.refreshes(t):
-                # Columns by descending eigenvalue.
-                self.left_factor[i] = np.linalg.eigh(self.left[i])[1][:, ::-1]
-                self.right_factor[i] = np.linalg.eigh(self.right[i])[1][:, ::-1]
+                self.left_factor[i] = self.basis(self.left[i], ql, t)
+                self.right_factor[i] = self.basis(self.right[i], qr, t)
         self.second_moment = v.reshape(self.shape)
         return weight - lr * update.reshape(self.shape)
+
+    def basis(self, statistic, previous, t):
+        if self.h.get("basis_refresh") == "power_qr" and t != self.h["start_preconditioning_step"]:
+            # One power step from the previous basis, its columns by descending Rayleigh
+            # quotient, then Gram-Schmidt (QR).
+            product = statistic @ previous
+            order = np.argsort(-np.sum(previous * product, axis=0), kind="stable")
+            return np.linalg.qr(product[:, order])[0]
+        return np.linalg.eigh(statistic)[1][:, ::-1]  # columns by descending eigenvalue
 
 
 HYPER = dict(
@@ -81,8 +89,10 @@ def run_both(steps=9, learning_rate=0.01, named_shapes=VARIABLES, **overrides):
 @pytest.mark.parametrize(
     "overrides",
     [{}, {"shampoo_beta": None, "weight_decay": 0.1}, {"shampoo_beta": 1.0, "beta1": 0.0},
-     {"precondition_vectors": True}],
-    ids=["default", "beta2-statistics-decay", "sums-no-momentum", "vectors"],
+     {"precondition_vectors": True}, {"basis_refresh": "power_qr"},
+     {"basis_refresh": "power_qr", "precondition_vectors": True}],
+    ids=["default", "beta2-statistics-decay", "sums-no-momentum", "vectors", "power-qr",
+         "power-qr-vectors"],
 )
 def test_steps_match_numpy_reference(overrides):
     optimizer, variables, initial = run_both(**overrides)
@@ -99,6 +109,17 @@ def test_the_eigenbasis_is_not_adam_and_the_start_step_matters():
     kernel_difference = np.abs(to_numpy(soap_vars[0]) - to_numpy(adam_vars[0])).max()
     bias_difference = np.abs(to_numpy(soap_vars[2]) - to_numpy(adam_vars[2])).max()
     assert kernel_difference > 1e-3 and bias_difference == 0.0
+
+
+def test_power_qr_refreshes_differ_from_eigh_after_the_first():
+    """Guard against a power-QR path that runs eigh: the first refresh (step 4) is an eigh in
+    both, so the weights agree through step 5 and differ once the QR bases serve (step 7)."""
+    _, eigh_vars, _ = run_both(steps=5)
+    _, qr_vars, _ = run_both(steps=5, basis_refresh="power_qr")
+    np.testing.assert_allclose(to_numpy(qr_vars[0]), to_numpy(eigh_vars[0]), rtol=1e-6)
+    _, eigh_vars, _ = run_both(steps=9)
+    _, qr_vars, _ = run_both(steps=9, basis_refresh="power_qr")
+    assert np.abs(to_numpy(qr_vars[0]) - to_numpy(eigh_vars[0])).max() > 1e-5
 
 
 def test_before_the_first_refresh_it_is_keras_adam():
@@ -118,18 +139,28 @@ def test_before_the_first_refresh_it_is_keras_adam():
     assert np.abs(to_numpy(soap_var) - start).max() > 0.01
 
 
-def test_padded_statistics_of_different_sides_keep_their_own_eigenbasis():
+@pytest.mark.parametrize("basis_refresh", ["eigh", "power_qr"])
+def test_padded_statistics_of_different_sides_keep_their_own_eigenbasis(basis_refresh):
     """Sides 4, 3 and 2 share one eigh call: each basis is orthogonal and diagonalizes its own
-    statistic, all-zero statistics (a shared eigenvalue with naive padding) included."""
-    optimizer = SOAP()
+    statistic, all-zero statistics (a shared eigenvalue with naive padding) included. Power
+    steps from the identity (refreshes of the same statistics) get there too, and never mix a
+    statistic's coordinates with its padding's."""
+    optimizer = SOAP(basis_refresh=basis_refresh)
     rng = np.random.default_rng(2)
     statistics = []
     for side in (4, 3, 2):
-        g = rng.standard_normal((2, side, 5)).astype("float32")
-        statistics.append(keras.ops.convert_to_tensor(g @ np.swapaxes(g, -1, -2)))
+        # Eigenvalues 1, 1/4, 1/16, ...: a power step shrinks each error by 4x.
+        rotation = np.linalg.qr(rng.standard_normal((2, side, side)))[0]
+        spectrum = 0.25 ** np.arange(side)
+        statistic = (rotation * spectrum) @ np.swapaxes(rotation, -1, -2)
+        statistics.append(keras.ops.convert_to_tensor(statistic.astype("float32")))
     statistics.append(keras.ops.zeros((1, 3, 3)))
-    previous = tuple(keras.ops.zeros_like(s) for s in statistics)
-    bases = optimizer._refreshed_factors(tuple(statistics), previous, 1.0)
+    # From the identity (an untrained basis), never at the first refresh (step 1): eigh once,
+    # or power steps only.
+    bases = tuple(keras.ops.broadcast_to(keras.ops.eye(s.shape[-1]), s.shape)
+                  for s in statistics)
+    for t in range(1, 15 if basis_refresh == "power_qr" else 2):
+        bases = optimizer._refreshed_factors(tuple(statistics), bases, float(t + 1))
     for s, q in zip(statistics, bases):
         s, q = to_numpy(s), to_numpy(q)
         np.testing.assert_allclose(np.swapaxes(q, -1, -2) @ q, np.broadcast_to(np.eye(
@@ -197,7 +228,8 @@ def test_get_config_round_trip_and_registration():
     optimizer = SOAP(learning_rate=0.02, beta1=0.8, beta2=0.99, epsilon=1e-7, shampoo_beta=1.0,
                      block_size=64, precondition_frequency=5, start_preconditioning_step=3,
                      max_preconditioner_dim=2048, exclude_embeddings=False,
-                     exclude_layers=["head"], weight_decay=0.01, gradient_accumulation_steps=2)
+                     exclude_layers=["head"], weight_decay=0.01, gradient_accumulation_steps=2,
+                     basis_refresh="power_qr")
     assert_config_round_trip_and_registration(optimizer)
 
 
@@ -218,3 +250,5 @@ INVALID_TYPES = [
 
 def test_invalid_arguments_raise_naming_argument_and_value():
     assert_invalid_arguments_raise(SOAP, INVALID_VALUES, INVALID_TYPES)
+    with pytest.raises(ValueError, match=r"`basis_refresh` must be one of .*got 'qr'"):
+        SOAP(basis_refresh="qr")
