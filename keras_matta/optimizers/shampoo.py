@@ -9,6 +9,7 @@ from keras_matta.optimizers.kronecker import StepScalars
 from keras_matta.optimizers.kronecker import block_norms
 from keras_matta.optimizers.kronecker import check_number
 from keras_matta.optimizers.kronecker import concrete
+from keras_matta.optimizers.kronecker import indices_by_side
 from keras_matta.optimizers.kronecker import pad_matrices
 from keras_matta.optimizers.matrix_roots import ROOT_METHODS
 from keras_matta.optimizers.matrix_roots import matrix_inverse_root
@@ -225,14 +226,11 @@ class Shampoo(KroneckerFactoredOptimizer):
         return pad_matrices(statistics, side, mean_eigenvalue)
 
     def _factor_batches(self, statistics):
-        """Eigh: one call, smaller sides padded (see the base class). Newton: one call per
-        distinct side, in first-seen order: its cost is matmuls of that side."""
+        """Eigh: as the base class decides. Newton: one call per distinct side on every
+        backend, in first-seen order: its cost is matmuls of that side."""
         if self.root_method == "eigh":
             return super()._factor_batches(statistics)
-        groups = {}
-        for i, matrices in enumerate(statistics):
-            groups.setdefault(matrices.shape[-1], []).append(i)
-        return list(groups.values())
+        return indices_by_side(statistics)
 
     # === Update ===
 

@@ -141,10 +141,10 @@ def test_before_the_first_refresh_it_is_keras_adam():
 
 @pytest.mark.parametrize("basis_refresh", ["eigh", "power_qr"])
 def test_padded_statistics_of_different_sides_keep_their_own_eigenbasis(basis_refresh):
-    """Sides 4, 3 and 2 share one eigh call: each basis is orthogonal and diagonalizes its own
-    statistic, all-zero statistics (a shared eigenvalue with naive padding) included. Power
-    steps from the identity (refreshes of the same statistics) get there too, and never mix a
-    statistic's coordinates with its padding's."""
+    """Sides 4, 3 and 2 share one padded eigh call (PyTorch: one call per side): each basis is
+    orthogonal and diagonalizes its own statistic, all-zero statistics (a shared eigenvalue
+    with naive padding) included. Power steps from the identity (refreshes of the same
+    statistics) get there too, and never mix a statistic's coordinates with its padding's."""
     optimizer = SOAP(basis_refresh=basis_refresh)
     rng = np.random.default_rng(2)
     statistics = []
