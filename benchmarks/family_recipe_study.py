@@ -20,8 +20,10 @@ the linear interpolation between the two nearest trained sizes by parameters) an
 
 import argparse
 import dataclasses
+import itertools
 import json
 import pathlib
+import re
 import time
 
 import keras
@@ -105,8 +107,7 @@ def run(task, variants, seeds, steps, split, mixes, ffn_only=False, learning_rat
     if task == "lm":
         config = dataclasses.replace(config, eval_windows=1024)
     task_data = load_task(demo.TASK_DATA[task])
-    family = list(EVALUATED) + (list(config.mixes)
-                                if mixes else [])
+    family = list(EVALUATED) + (_mixes(config, mixes) if mixes else [])
     rows = []
     for seed in seeds:
         for fraction in separate_widths:
@@ -133,6 +134,15 @@ def run(task, variants, seeds, steps, split, mixes, ffn_only=False, learning_rat
                              "seconds": seconds})
                 print(rows[-1], flush=True)
     return config, rows
+
+
+def _mixes(config, which):
+    """The demo's per-layer mixes, or (`"all"`) every mix of the trained granularities."""
+    if which != "all":
+        return list(config.mixes)
+    layers = sorted(config.mixes[0])
+    grid = itertools.product((*STUDENTS, 1.0), repeat=len(layers))
+    return [dict(zip(layers, widths)) for widths in grid if len(set(widths)) > 1]
 
 
 def summarize(task, rows):
@@ -182,6 +192,47 @@ def print_table(task, summary):
             line += ("" if cell is None else
                      f"{cell['mean']:.4f} ({cell['delta']:+.4f})").ljust(22)
         print(line)
+
+
+def _spread(width):
+    """A member's largest layer width over its smallest (1 for a uniform width)."""
+    fractions = [float(f) for f in re.findall(r"=([0-9.]+)", width)]
+    return max(fractions) / min(fractions) if fractions else 1.0
+
+
+def plot(payload, arm, path):
+    """Quality against parameters: separate training, `arm`'s uniform widths and its mixes,
+    the mixes coloured by how far apart their layers' widths are."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = summarize(payload["task"], payload["rows"])
+    figure, axis = plt.subplots(figsize=(7.5, 5))
+    for name, style in (("separate", "k-o"), (arm, "C0-s")):
+        cells = sorted((c["params"], c["mean"]) for w, c in summary[name].items()
+                       if not w.startswith("mix"))
+        axis.plot(*zip(*cells), style, label=f"{name} (uniform widths)")
+    mixes = [(w, c) for w, c in summary[arm].items() if w.startswith("mix")]
+    spreads = sorted({_spread(w) for w, _ in mixes})
+    colours = plt.cm.viridis(np.linspace(0, 0.9, len(spreads)))
+    for spread, colour in zip(spreads, colours):
+        cells = [c for w, c in mixes if _spread(w) == spread]
+        axis.errorbar([c["params"] for c in cells], [c["mean"] for c in cells],
+                      yerr=[c["std"] for c in cells], fmt="^", color=colour, capsize=2,
+                      label=f"{arm} mixes, widest / narrowest layer = {spread:g}")
+    for width, cell in mixes:
+        axis.annotate(width[4:-1], (cell["params"], cell["mean"]), fontsize=6,
+                      xytext=(3, 3), textcoords="offset points")
+    axis.set_xlabel("parameters")
+    axis.set_ylabel("validation accuracy (higher is better)" if payload["task"] == "digits"
+                    else "validation bits/byte (lower is better)")
+    axis.set_title(f"{payload['task']}: Mix'n'Match against the trained widths "
+                   f"({len(payload['seeds'])} seeds, mean ± std)")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
 
 
 README_BEGIN = "<!-- family recipe study: generated, do not edit -->"
@@ -274,6 +325,9 @@ def main():
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--split", default="validation")
     parser.add_argument("--no-mixes", action="store_true")
+    parser.add_argument("--all-mixes", action="store_true",
+                        help="evaluate every per-layer mix of the trained granularities, not "
+                        "only the demo's")
     parser.add_argument("--ffn-only", action="store_true",
                         help="language model: nest only the FFN width (all heads everywhere)")
     parser.add_argument("--learning-rate", type=float, default=None,
@@ -288,7 +342,14 @@ def main():
                         help="with --merge: keep only these arms (and the separate models)")
     parser.add_argument("--readme", nargs="+", metavar="JSON",
                         help="write the tables of these results into README.md")
+    parser.add_argument("--plot", nargs=2, metavar=("JSON", "ARM"),
+                        help="plot one arm's members of these results next to the JSON")
     args = parser.parse_args()
+    if args.plot:
+        path = pathlib.Path(args.plot[0])
+        plot(json.loads(path.read_text()), args.plot[1], path.with_suffix(".png"))
+        print(f"wrote {path.with_suffix('.png')}")
+        return
     if args.readme:
         payloads = [{**json.loads(pathlib.Path(p).read_text()), "path": p} for p in args.readme]
         readme = pathlib.Path("README.md")
@@ -300,7 +361,8 @@ def main():
     else:
         start = time.perf_counter()
         config, rows = run(args.task, args.variants, args.seeds, args.steps, args.split,
-                           not args.no_mixes, args.ffn_only, args.learning_rate,
+                           False if args.no_mixes else "all" if args.all_mixes else "demo",
+                           args.ffn_only, args.learning_rate,
                            tuple(args.separate_widths), args.ta)
         payload = {
             "task": args.task, "split": args.split, "steps": config.steps, "seeds": args.seeds,

@@ -114,7 +114,11 @@ class MatTA(keras.Model):
         sampled_width_distribution: how those widths are drawn, per layer and dimension:
             `"range"` (default; uniformly between the smallest Student's width and the full
             width), `"granularities"` (one of the Students' widths or the full width, as
-            MatFormer's Mix'n'Match) or `"either"` (a fair coin between the two).
+            MatFormer's Mix'n'Match) or `"either"` (a fair coin between the two). Drawing the
+            per-layer mixes of trained widths more often did not make them better: on the
+            byte LM `"either"` left them where they were (+0.005 bits/byte) and every other
+            member 0.01 behind `"range"`; on digits neither beat it (3 seeds; README, "The
+            recipe").
         seed: int seeding the Student draw of step `t` (a function of `(seed, t)`); `None` draws
             one from Python's `random` (so `keras.utils.set_random_seed` fixes it).
         distillation: `"auto"`, `"kl"`, `"bernoulli_kl"` or `"mse"`.
