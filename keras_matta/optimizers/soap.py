@@ -48,7 +48,10 @@ class SOAP(KroneckerFactoredOptimizer):
 
     `basis_refresh="power_qr"` replaces each eigendecomposition after the first by one step of
     power iteration from the previous basis and a QR (the paper's Algorithm 4, as its official
-    code and `heavyball` do): the cost that sets the largest affordable `block_size` on CPUs.
+    code and `heavyball` do). A QR costs a fraction of an eigh of the same side, which matters
+    where refreshes dominate: large blocks, above all on JAX and TensorFlow, where every side
+    is padded to the largest in one call. On PyTorch, with whole sides on the digits MLP, the
+    step went from 9.7x to 9.5x torch Adam's at the same test accuracy (README, "SOAP").
 
     Args:
         learning_rate: float, schedule or callable. Defaults to `0.003` (the paper's setting).
