@@ -35,7 +35,8 @@ Usage (needs `pip install pytorch-optimizer heavyball`, the `references` extra):
         [--workloads mlp lm] [--steps 600 300] [--seeds 0 1 2]
 
 Writes benchmarks/results/shampoo_references_torch.json and .png; `--table` prints the README
-table from the JSON.
+table from the JSON. `--optimizers` runs some arms only (torch's and Keras' Adam, the bases of
+the ratios, always run) into `--output`'s JSON; `--table A.json B.json` joins results.
 """
 
 import argparse
@@ -82,6 +83,9 @@ def optimizers():
         # The reference SOAPs precondition a side of up to 10,000 (pytorch-optimizer) or 2,048
         # (heavyball) whole; ours cuts sides into blocks of 128 by default. The same sides whole:
         "soap (ours, blocks 1024)": (lambda lr, params: SOAP(lr, block_size=1024), SOAP_RATES),
+        # Every refresh after the first a power step and a QR, as both reference SOAPs refresh.
+        "soap (ours, blocks 1024, power QR)": (lambda lr, params: SOAP(
+            lr, block_size=1024, basis_refresh="power_qr"), SOAP_RATES),
         "ScalableShampoo (pytorch-optimizer)": (lambda lr, params: (
             pytorch_optimizer.ScalableShampoo(
                 params, lr, block_size=128, preconditioning_compute_steps=10,
@@ -305,17 +309,34 @@ def main():
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--eval-every", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=12, help="interleaved timing turns")
-    parser.add_argument("--table", action="store_true",
-                        help="print the README table from the committed JSON and exit")
+    parser.add_argument("--optimizers", nargs="+", default=None, metavar="NAME",
+                        help="run only these arms (and the two Adams)")
+    parser.add_argument("--output", default="shampoo_references",
+                        help="file stem under benchmarks/results/")
+    parser.add_argument("--table", nargs="*", metavar="JSON", default=None,
+                        help="print the README table from these results (default: the "
+                        "committed JSON; a workload's optimizer is taken from the first file "
+                        "that has it) and exit")
     args = parser.parse_args()
-    if args.table:
-        with open(os.path.join(RESULTS_DIR, "shampoo_references_torch.json")) as f:
-            print(markdown(json.load(f)["rows"]))
+    if args.table is not None:
+        paths = args.table or [os.path.join(RESULTS_DIR, "shampoo_references_torch.json")]
+        rows = {}
+        for path in paths:
+            with open(path) as f:
+                for row in json.load(f)["rows"]:
+                    rows.setdefault((row["workload"], row["optimizer"]), row)
+        print(markdown(list(rows.values())))
         return
     if keras.backend.backend() != "torch":
         raise SystemExit("Run with KERAS_BACKEND=torch: the references are torch optimizers.")
     args.steps = dict(zip(("mlp", "lm"), args.steps))
     arms = optimizers()
+    if args.optimizers:
+        unknown = set(args.optimizers) - set(arms)
+        if unknown:
+            raise SystemExit(f"Unknown --optimizers {sorted(unknown)}; expected {list(arms)}.")
+        arms = {name: arm for name, arm in arms.items()
+                if name in ("torch_adam", "keras_adam", *args.optimizers)}
     columns = ["workload", "optimizer", "learning_rate", "test_mean", "test_std",
                "steps_to_adam_loss", "wall_vs_torch_adam", "cpu_vs_torch_adam",
                "wall_vs_keras_adam", "step_ms"]
@@ -323,8 +344,8 @@ def main():
     for workload in workloads(args.workloads).values():
         rows += study(workload, arms, args)
         # Written after each workload: a long run interrupted later keeps what it finished.
-        report("shampoo_references", rows, columns)
-        plot(rows, os.path.join(RESULTS_DIR, "shampoo_references_torch.png"))
+        report(args.output, rows, columns)
+        plot(rows, os.path.join(RESULTS_DIR, f"{args.output}_torch.png"))
 
 
 if __name__ == "__main__":
