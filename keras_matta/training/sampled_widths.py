@@ -96,19 +96,25 @@ class WidthDraws:
     def _draw(self, layer, dim, seed_generator):
         """A scalar int tensor: the width of `dim` in `layer` for one draw."""
         trained = self._trained[layer][dim]
-        # Draw in steps of whole groups where the layer has them (GQA query heads).
-        step = layer.width_multiple(dim)
-        in_range = step * keras.random.randint(
-            (), -(-trained[0] // step), trained[-1] // step + 1, dtype="int32",
-            seed=seed_generator)
+
+        def in_range():
+            # In steps of whole groups where the layer has them (GQA query heads).
+            step = layer.width_multiple(dim)
+            return step * keras.random.randint(
+                (), -(-trained[0] // step), trained[-1] // step + 1, dtype="int32",
+                seed=seed_generator)
+
+        def granularity():
+            index = keras.random.randint((), 0, len(trained), dtype="int32",
+                                         seed=seed_generator)
+            return ops.take(ops.convert_to_tensor(trained, "int32"), index)
+
         if self.distribution == "range":
-            return in_range
-        index = keras.random.randint((), 0, len(trained), dtype="int32", seed=seed_generator)
-        granularity = ops.take(ops.convert_to_tensor(trained, "int32"), index)
+            return in_range()
         if self.distribution == "granularities":
-            return granularity
+            return granularity()
         coin = keras.random.randint((), 0, 2, dtype="int32", seed=seed_generator)
-        return ops.where(ops.equal(coin, 1), granularity, in_range)
+        return ops.where(ops.equal(coin, 1), granularity(), in_range())
 
     @contextlib.contextmanager
     def scope(self, seed_generator):
