@@ -7,7 +7,7 @@ measured on its own. Arms:
 - `separate`: a model of each family size trained alone (the bar every member must reach);
 - one MatTA run per recipe variant (`VARIANTS`), Students at 0.25, 0.5 and 0.75 of the TA, from
   which every uniform width between 0.25 and 1 (trained or not) and the Mix'n'Match models of the
-  demo's family are evaluated.
+  demo's family (with `--all-mixes`, every per-layer mix of the trained widths) are evaluated.
 
 Prints a table (the change of every member against the separately trained model of its size, or
 the linear interpolation between the two nearest trained sizes by parameters) and writes JSON.
@@ -16,6 +16,7 @@ the linear interpolation between the two nearest trained sizes by parameters) an
         --variants baseline weighted --seeds 0 1 2
     python benchmarks/family_recipe_study.py --merge a.json b.json --output merged.json
     python benchmarks/family_recipe_study.py --readme digits.json lm.json   # README tables
+    python benchmarks/family_recipe_study.py --plot lm.json sampled1   # lm.png: one arm's curve
 """
 
 import argparse
