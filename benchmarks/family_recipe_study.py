@@ -108,7 +108,7 @@ def run(task, variants, seeds, steps, split, mixes, ffn_only=False, learning_rat
     if task == "lm":
         config = dataclasses.replace(config, eval_windows=1024)
     task_data = load_task(demo.TASK_DATA[task])
-    family = list(EVALUATED) + (_mixes(config, mixes) if mixes else [])
+    family = list(EVALUATED) + _mixes(config, mixes)
     rows = []
     for seed in seeds:
         for fraction in separate_widths:
@@ -138,9 +138,10 @@ def run(task, variants, seeds, steps, split, mixes, ffn_only=False, learning_rat
 
 
 def _mixes(config, which):
-    """The demo's per-layer mixes, or (`"all"`) every mix of the trained granularities."""
+    """No mixes (`"none"`), the demo's per-layer mixes (`"demo"`), or every per-layer mix of
+    the trained granularities (`"all"`)."""
     if which != "all":
-        return list(config.mixes)
+        return list(config.mixes) if which == "demo" else []
     layers = sorted(config.mixes[0])
     grid = itertools.product((*STUDENTS, 1.0), repeat=len(layers))
     return [dict(zip(layers, widths)) for widths in grid if len(set(widths)) > 1]
@@ -362,7 +363,7 @@ def main():
     else:
         start = time.perf_counter()
         config, rows = run(args.task, args.variants, args.seeds, args.steps, args.split,
-                           False if args.no_mixes else "all" if args.all_mixes else "demo",
+                           "none" if args.no_mixes else "all" if args.all_mixes else "demo",
                            args.ffn_only, args.learning_rate,
                            tuple(args.separate_widths), args.ta)
         payload = {

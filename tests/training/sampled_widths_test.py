@@ -54,6 +54,13 @@ def _counts(draws, seed_generator, count):
     return np.array(out)
 
 
+def _two_layers():
+    return keras.Sequential([
+        keras.Input((4,)), keras_matta.MatDense(8, name="a"), keras_matta.MatDense(6, name="b"),
+        keras_matta.MatDense(2, nested=False, name="head"),
+    ])
+
+
 def test_draws_cover_each_range_uniformly_and_repeat_with_the_seed():
     model = _two_layers()
     draws = WidthDraws(model, [{"a": 2}, {"a": 5, "b": 3}])
@@ -68,13 +75,6 @@ def test_draws_cover_each_range_uniformly_and_repeat_with_the_seed():
     np.testing.assert_array_equal(counts, _counts(draws, keras.random.SeedGenerator(7), 400))
     # The scope restores the selection it found.
     assert all(layer.selected_width is None for layer in keras_matta.widths.mat_layers(model))
-
-
-def _two_layers():
-    return keras.Sequential([
-        keras.Input((4,)), keras_matta.MatDense(8, name="a"), keras_matta.MatDense(6, name="b"),
-        keras_matta.MatDense(2, nested=False, name="head"),
-    ])
 
 
 def test_granularity_draws_are_the_trained_widths_each_equally_often():
