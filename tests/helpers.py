@@ -22,6 +22,15 @@ def to_numpy(x):
     return np.asarray(keras.ops.convert_to_numpy(x))
 
 
+def backend_in_turn(name, names):
+    """The one backend that runs `name`, the backends taking turns over sorted `names`.
+
+    For end-to-end uses of API (docstring examples) whose backend-dependent parts the unit
+    tests check on every backend: each runs once, and the three processes share the work.
+    """
+    return BACKENDS[sorted(names).index(name) % len(BACKENDS)]
+
+
 def other_backend():
     """A backend other than the current one (for cross-backend save/load tests)."""
     current = keras.backend.backend()

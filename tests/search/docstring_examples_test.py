@@ -2,7 +2,8 @@
 
 `tests/docstring_examples_test.py` covers the top-level `keras_matta.search` function; the
 package's own pieces are reached here, with the same namespace (`keras`, `np`, `ops`,
-`keras_matta`) and an empty working directory.
+`keras_matta`) and an empty working directory. Each runs on one backend, the three taking
+turns (`helpers.backend_in_turn`): the unit tests check the search on every backend.
 """
 
 import importlib
@@ -14,6 +15,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+from helpers import backend_in_turn
 
 import keras_matta
 
@@ -44,6 +46,8 @@ def test_there_are_examples():
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_example_runs(name, tmp_path, monkeypatch):
+    if backend_in_turn(name, EXAMPLES) != keras.backend.backend():
+        pytest.skip(f"the example runs on the {backend_in_turn(name, EXAMPLES)} backend")
     monkeypatch.chdir(tmp_path)
     exec(compile(EXAMPLES[name], name, "exec"),
          {"keras": keras, "np": np, "ops": keras.ops, "keras_matta": keras_matta})
