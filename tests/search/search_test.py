@@ -11,6 +11,9 @@ import keras_matta
 from keras_matta.search import SearchSpace
 
 CHOICES = [0.25, 0.5, 1.0]
+# The three searches that measure every candidate run on one backend each: the search is Python
+# over extract, cost and evaluate, which their own tests check on every backend, and the smaller
+# searches below run on all three.
 
 
 def mlp(compiled=True):
@@ -56,6 +59,7 @@ def fidelity(model, x):
     return -float(np.mean((to_numpy(model(x)) - targets) ** 2))
 
 
+@pytest.mark.runs_on("tensorflow")
 def test_exhaustive_front_equals_brute_force_over_extracted_models():
     model, (x, y) = mlp(), data()
     result = keras_matta.search(model, (x, y), budget={"params": 300}, objective="loss",
@@ -88,6 +92,7 @@ def test_evolutionary_is_seeded_and_respects_the_evaluation_limit():
     assert first.strategy == "evolutionary"
 
 
+@pytest.mark.runs_on("torch")
 def test_proxy_ranks_on_a_subset_and_the_front_is_confirmed_on_all_data():
     model, (x, y) = mlp(), data(64)
     result = keras_matta.search(model, (x, y), objective="loss", choices=CHOICES,
@@ -213,6 +218,7 @@ def test_a_dropped_spec_extracts_to_the_mat_model_at_that_spec_and_its_cost():
         assert stock.count_params() == keras_matta.cost(model, spec)["params"]
 
 
+@pytest.mark.runs_on("jax")
 def test_exhaustive_search_drops_blocks_under_a_budget_no_full_depth_model_meets():
     model, (x, y) = two_blocks(), sequences()
     both_half = keras_matta.cost(model, {"b0": 0.5, "b1": 0.5})["params"]
