@@ -92,8 +92,6 @@ def optimizers():
             lr, block_size=1024, exclude_embeddings=False), SOAP_RATES),
         "soap (ours, blocks 1024, beta1 0.9)": (lambda lr, params: SOAP(
             lr, block_size=1024, beta1=0.9), SOAP_RATES),
-        "soap (ours, blocks 1024, embeddings, beta1 0.9)": (lambda lr, params: SOAP(
-            lr, block_size=1024, exclude_embeddings=False, beta1=0.9), SOAP_RATES),
         # As the official SOAP and heavyball, no update at the first step (its gradient only
         # starts the statistics): a learning rate of 0 at step 1.
         "soap (ours, blocks 1024, embeddings, no first step)": (lambda lr, params: SOAP(
