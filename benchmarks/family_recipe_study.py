@@ -140,8 +140,10 @@ def run(task, variants, seeds, steps, split, mixes, ffn_only=False, learning_rat
 def _mixes(config, which):
     """No mixes (`"none"`), the demo's per-layer mixes (`"demo"`), or every per-layer mix of
     the trained granularities (`"all"`)."""
-    if which != "all":
-        return list(config.mixes) if which == "demo" else []
+    if which == "none":
+        return []
+    if which == "demo":
+        return list(config.mixes)
     layers = sorted(config.mixes[0])
     grid = itertools.product((*STUDENTS, 1.0), repeat=len(layers))
     return [dict(zip(layers, widths)) for widths in grid if len(set(widths)) > 1]

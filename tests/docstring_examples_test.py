@@ -159,8 +159,9 @@ def test_every_symbol_has_args_and_a_python_example():
 
 @pytest.mark.parametrize("name", sorted(SYMBOLS))
 def test_docstring_example_runs(name, tmp_path, monkeypatch):
-    if example_backend(name) != BACKEND:
-        pytest.skip(f"the example runs on the {example_backend(name)} backend")
+    backend = example_backend(name)
+    if backend != BACKEND:
+        pytest.skip(f"the example runs on the {backend} backend")
     monkeypatch.chdir(tmp_path)
     blocks = example_blocks(own_docstring(SYMBOLS[name]))
     for i, code in enumerate(blocks):

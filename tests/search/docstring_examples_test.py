@@ -46,8 +46,9 @@ def test_there_are_examples():
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_example_runs(name, tmp_path, monkeypatch):
-    if backend_in_turn(name, EXAMPLES) != keras.backend.backend():
-        pytest.skip(f"the example runs on the {backend_in_turn(name, EXAMPLES)} backend")
+    backend = backend_in_turn(name, EXAMPLES)
+    if backend != keras.backend.backend():
+        pytest.skip(f"the example runs on the {backend} backend")
     monkeypatch.chdir(tmp_path)
     exec(compile(EXAMPLES[name], name, "exec"),
          {"keras": keras, "np": np, "ops": keras.ops, "keras_matta": keras_matta})
