@@ -188,24 +188,28 @@ def monotonicity(members, higher_is_better):
     """Whether each member that is no Student is at least as good as its smaller trained neighbour.
 
     The neighbour is the largest trained member (role `"trained"`) with fewer parameters;
-    members below every trained one are not checked. Means over seeds are compared.
+    members below every trained one are not checked. The two are compared paired by seed, with
+    the rule of `better_side`: a member worse than its neighbour by no more than the standard
+    deviation of the per-seed differences ties with it.
 
     Args:
-        members: dicts with `label`, `role`, `params` and `family` (`{"mean", "std"}`).
+        members: dicts with `label`, `role`, `params` and `values` (`{seed: metric}`).
         higher_is_better: the metric's direction.
 
     Returns:
-        One dict per such member: `label`, `params`, `value`, `neighbour`,
+        One dict per such member: `label`, `params`, `value` (its mean), `neighbour`,
         `neighbour_params`, `neighbour_value`, `margin` (how much better than the neighbour,
-        in the metric's units; negative is worse) and `passed` (`None` without a neighbour).
+        paired by seed: `{"mean", "std", "seeds"}` in the metric's units; a negative mean is
+        worse) and `verdict`: `"pass"` (mean margin >= 0), `"tie"` (worse within one std),
+        `"fail"`, or `None` without a neighbour.
 
     Example:
 
     ```python
     monotonicity([
-        {"label": "0.25", "role": "trained", "params": 10, "family": {"mean": 0.90}},
-        {"label": "0.375", "role": "in-between", "params": 15, "family": {"mean": 0.89}},
-    ], higher_is_better=True)   # [{"label": "0.375", "passed": False, "margin": -0.01, ...}]
+        {"label": "0.25", "role": "trained", "params": 10, "values": {0: 0.90, 1: 0.92}},
+        {"label": "0.375", "role": "in-between", "params": 15, "values": {0: 0.88, 1: 0.92}},
+    ], higher_is_better=True)   # [{"label": "0.375", "verdict": "tie", "margin": ...}]
     ```
     """
     sign = 1.0 if higher_is_better else -1.0
@@ -216,14 +220,20 @@ def monotonicity(members, higher_is_better):
             continue
         smaller = [m for m in trained if m["params"] < member["params"]]
         check = {"label": member["label"], "params": member["params"],
-                 "value": member["family"]["mean"], "neighbour": None, "neighbour_params": None,
-                 "neighbour_value": None, "margin": None, "passed": None}
+                 "value": _stats(member["values"].values())["mean"], "neighbour": None,
+                 "neighbour_params": None, "neighbour_value": None, "margin": None,
+                 "verdict": None}
         if smaller:
             neighbour = smaller[-1]
-            margin = sign * (member["family"]["mean"] - neighbour["family"]["mean"])
+            margin = paired_difference({s: sign * v for s, v in member["values"].items()},
+                                       {s: sign * v for s, v in neighbour["values"].items()})
+            if margin["mean"] >= 0:
+                verdict = "pass"
+            else:
+                verdict = "tie" if -margin["mean"] <= margin["std"] else "fail"
             check.update(neighbour=neighbour["label"], neighbour_params=neighbour["params"],
-                         neighbour_value=neighbour["family"]["mean"], margin=margin,
-                         passed=margin >= 0)
+                         neighbour_value=_stats(neighbour["values"].values())["mean"],
+                         margin=margin, verdict=verdict)
         checks.append(check)
     return checks
 
@@ -276,12 +286,12 @@ def family_vs_separate(rows):
 
     Returns:
         `{task: {"metric", "higher_is_better", "optimizers": {optimizer: {"members",
-        "monotonicity", "seconds"}}}}`. Each member: `label`, `role`, `params`, `family`
-        (`{"mean", "std"}` over seeds), `reference` (`"separate"`, `"interpolated"` or
-        `None`), `between` (the separate sizes used), `separate` (`{"mean", "std"}` of the
-        reference), `difference` (family minus separate, paired by seed: `{"mean", "std",
-        "seeds"}`) and `better` (`better_side`); members ascend in parameters. `seconds`:
-        `{"separate", "family", "separate_runs"}`.
+        "monotonicity", "seconds"}}}}`. Each member: `label`, `role`, `params`, `values`
+        (`{seed: metric}`), `family` (`{"mean", "std"}` over seeds), `reference`
+        (`"separate"`, `"interpolated"` or `None`), `between` (the separate sizes used),
+        `separate` (`{"mean", "std"}` of the reference), `difference` (family minus separate,
+        paired by seed: `{"mean", "std", "seeds"}`) and `better` (`better_side`); members
+        ascend in parameters. `seconds`: `{"separate", "family", "separate_runs"}`.
 
     Example:
 
@@ -306,7 +316,8 @@ def family_vs_separate(rows):
             difference = paired_difference(entry["values"], reference) if kind else None
             members.append({
                 "label": label, "role": entry["role"], "params": entry["params"],
-                "family": _stats(entry["values"].values()), "reference": kind,
+                "values": entry["values"], "family": _stats(entry["values"].values()),
+                "reference": kind,
                 "between": between,
                 "separate": _stats(reference.values()) if reference else None,
                 "difference": difference,
@@ -414,10 +425,11 @@ def family_table(data, task):
 def _check_text(metric, check):
     if check is None:
         return "—"  # a trained width: compared with separate training only
-    if check["passed"] is None:
+    if check["verdict"] is None:
         return "n/a (no smaller trained width)"
     value = _format(metric, {"mean": check["neighbour_value"], "std": 0.0})
-    return f"{'pass' if check['passed'] else 'FAIL'} ({check['neighbour']}: {value})"
+    verdict = {"pass": "pass", "tie": "tie", "fail": "FAIL"}[check["verdict"]]
+    return f"{verdict} ({check['neighbour']}: {value})"
 
 
 def _family_text(task_data):
@@ -426,15 +438,15 @@ def _family_text(task_data):
     for optimizer, side in task_data["optimizers"].items():
         tally = {key: sum(m["better"] == key for m in side["members"])
                  for key in ("family", "tie", "separate")}
-        checked = [c for c in side["monotonicity"] if c["passed"] is not None]
+        verdicts = [c["verdict"] for c in side["monotonicity"] if c["verdict"] is not None]
         seconds = side["seconds"]
         ratio = seconds["family"] / seconds["separate"] if seconds["separate"] else float("nan")
         lines += [
             f"Family vs separate training ({optimizer}): family better at {tally['family']}, "
             f"tie at {tally['tie']}, separate better at {tally['separate']} of "
-            f"{sum(tally.values())} sizes; monotone in parameters: "
-            f"{sum(c['passed'] for c in checked)} of {len(checked)} members that are no Student "
-            "pass.",
+            f"{sum(tally.values())} sizes; monotone in parameters: of {len(verdicts)} members "
+            f"that are no Student, {verdicts.count('pass')} pass, {verdicts.count('tie')} tie "
+            f"with their smaller trained neighbour, {verdicts.count('fail')} fail.",
             f"  Training seconds ({optimizer}): separately, {len(seconds['separate_runs'])} runs "
             f"({', '.join(seconds['separate_runs'])}): {seconds['separate']:.0f} s; the family, "
             f"one MatTA run: {seconds['family']:.0f} s ({ratio:.2f}x).",

@@ -132,27 +132,32 @@ def test_monotonicity_compares_with_the_largest_smaller_trained_width():
     data = report.family_vs_separate(_rows())["digits"]["optimizers"]["adam"]
     checks = {c["label"]: c for c in data["monotonicity"]}
     assert set(checks) == {"mix(tiny)", "0.375", "mix(a=1,b=0.25)"}  # untrained members only
-    # 0.375: mean 0.84 against 0.25's 0.83: +0.01, passes.
-    assert (checks["0.375"]["neighbour"], checks["0.375"]["passed"]) == ("0.25", True)
-    assert checks["0.375"]["margin"] == pytest.approx(0.01)
-    # The mix (300 params): its neighbour is 0.5 (200), not 0.25; 0.85 against 0.86 fails.
-    assert (checks["mix(a=1,b=0.25)"]["neighbour"], checks["mix(a=1,b=0.25)"]["passed"]) == (
-        "0.5", False)
-    assert checks["mix(a=1,b=0.25)"]["margin"] == pytest.approx(-0.01)
+    # 0.375 against 0.25, paired by seed: +0.02 and 0.00, mean +0.01: passes.
+    assert (checks["0.375"]["neighbour"], checks["0.375"]["verdict"]) == ("0.25", "pass")
+    assert checks["0.375"]["margin"]["mean"] == pytest.approx(0.01)
+    assert checks["0.375"]["margin"]["std"] == pytest.approx(0.01)
+    # The mix (300 params): its neighbour is 0.5 (200), not 0.25. Against 0.5's 0.85 and 0.87
+    # it is 0.00 and -0.02: mean -0.01 within its std 0.01, so a tie, not a pass.
+    assert (checks["mix(a=1,b=0.25)"]["neighbour"], checks["mix(a=1,b=0.25)"]["verdict"]) == (
+        "0.5", "tie")
+    assert checks["mix(a=1,b=0.25)"]["margin"]["mean"] == pytest.approx(-0.01)
     assert checks["mix(a=1,b=0.25)"]["neighbour_value"] == pytest.approx(0.86)
-    assert checks["mix(tiny)"]["passed"] is None  # no smaller trained width
+    assert checks["mix(tiny)"]["verdict"] is None  # no smaller trained width
 
 
 def test_monotonicity_reads_lower_as_better_for_bits_per_byte():
     members = [
-        {"label": "0.25", "role": "trained", "params": 10, "family": {"mean": 2.80}},
-        {"label": "0.375", "role": "in-between", "params": 15, "family": {"mean": 2.75}},
-        {"label": "0.5", "role": "trained", "params": 20, "family": {"mean": 2.60}},
-        {"label": "mix", "role": "mix", "params": 25, "family": {"mean": 2.70}},
+        {"label": "0.25", "role": "trained", "params": 10, "values": {0: 2.80, 1: 2.82}},
+        {"label": "0.375", "role": "in-between", "params": 15, "values": {0: 2.75, 1: 2.77}},
+        {"label": "0.5", "role": "trained", "params": 20, "values": {0: 2.60, 1: 2.60}},
+        {"label": "mix", "role": "mix", "params": 25, "values": {0: 2.70, 1: 2.66}},
     ]
     checks = {c["label"]: c for c in report.monotonicity(members, higher_is_better=False)}
-    assert checks["0.375"]["passed"] and checks["0.375"]["margin"] == pytest.approx(0.05)
-    assert not checks["mix"]["passed"] and checks["mix"]["margin"] == pytest.approx(-0.10)
+    assert checks["0.375"]["verdict"] == "pass"
+    assert checks["0.375"]["margin"]["mean"] == pytest.approx(0.05)
+    # 0.10 and 0.06 worse than 0.5: mean -0.08, std 0.02, beyond noise.
+    assert checks["mix"]["verdict"] == "fail"
+    assert checks["mix"]["margin"]["mean"] == pytest.approx(-0.08)
     assert checks["mix"]["neighbour"] == "0.5"
 
 
@@ -172,15 +177,15 @@ def test_family_table_and_text_show_the_numbers():
     assert mix["trained separately"] == "0.8900 ± 0.0100 (interpolated 0.5–1)"
     assert mix["family − separate"] == "-0.0400 ± 0.0100"
     assert mix["better"] == "separate"
-    assert mix["vs smaller trained width"] == "FAIL (0.5: 0.8600)"
+    assert mix["vs smaller trained width"] == "tie (0.5: 0.8600)"
     assert by_label[("0.375", "adam")]["vs smaller trained width"] == "pass (0.25: 0.8300)"
     assert by_label[("0.25", "adam")]["vs smaller trained width"] == "—"
     assert by_label[("mix(tiny)", "adam")]["better"] == "n/a"
     text = report._family_text(data["digits"])
     # Adam: family better at 0.25; ties at 0.375, 0.5, 1; separate better at the mix.
     assert ("Family vs separate training (adam): family better at 1, tie at 3, separate "
-            "better at 1 of 5 sizes; monotone in parameters: 1 of 2 members that are no Student "
-            "pass."
+            "better at 1 of 5 sizes; monotone in parameters: of 2 members that are no "
+            "Student, 1 pass, 1 tie with their smaller trained neighbour, 0 fail."
             ) in text
     assert "separately, 3 runs (0.25, 0.5, 1): 8 s; the family, one MatTA run: 7 s (0.82x)" in text
 
