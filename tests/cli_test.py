@@ -154,7 +154,7 @@ def test_demo_quick_runs_the_real_pipeline(tmp_path):
     separate = {r["label"] for r in payload["rows"] if r["method"] == "separate"}
     assert separate == {"0.25", "0.5", "1"}
     members = payload["family_vs_separate"]["digits"]["optimizers"]["adam"]["members"]
-    assert [m["label"] for m in members] == ["0.25", "0.5", "mix(hidden_1=1,hidden_2=0.25)", "1"]
+    assert [m["label"] for m in members] == ["0.25", "0.5", "mix(hidden_1=0.5,hidden_2=0.75)", "1"]
     assert {m["reference"] for m in members} == {"separate", "interpolated"}
     # The tables are printed, and the Teacher was cached: a second run reuses it.
     assert "| Teacher" in result.stdout and "MatTA Student" in result.stdout
