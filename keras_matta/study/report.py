@@ -680,6 +680,10 @@ def write_json(path, payload):
         json.dump(clean(payload), file, indent=2)
 
 
+# The settings that only choose the members MatTA's family is evaluated at.
+FAMILY_SETTINGS = ("mixes", "in_between", "family")
+
+
 def merge(payloads, replace=False):
     """One payload from demo runs of other tasks or other seeds (e.g. `--task digits` and
     `--task lm` run side by side, or `--task lm --seeds 1 2` after `--seeds 0`): rows joined,
@@ -693,7 +697,9 @@ def merge(payloads, replace=False):
             Teacher: trained once and cached, it is one row in every run of a task, kept once.
         replace: whether a later payload's rows replace the earlier rows of the same task,
             seed and method (a rerun of some methods, `keras-matta demo --methods ...`), in
-            which case seeds may overlap.
+            which case seeds may overlap. A rerun of `matta` may also change which members the
+            family is evaluated at (`FAMILY_SETTINGS`), as long as every seed's MatTA rows end
+            up evaluated at the same members.
 
     Returns:
         The merged payload, as `run_demo` would have written it for all the tasks and seeds at
@@ -709,10 +715,17 @@ def merge(payloads, replace=False):
         for task, task_settings in payload["settings"].items():
             run_seeds = {row["seed"] for row in payload["rows"]
                          if row["task"] == task and row["method"] != "teacher"}
+            reruns_family = replace and any(row["task"] == task and row["method"] == "matta"
+                                            for row in payload["rows"])
             if task in settings:
-                if {**settings[task], "seeds": None} != {**task_settings, "seeds": None}:
+                free = dict.fromkeys(("seeds",) + (FAMILY_SETTINGS if reruns_family else ()))
+                if {**settings[task], **free} != {**task_settings, **free}:
                     raise ValueError(f"Cannot merge runs of task {task!r} whose settings "
-                                     "differ in more than their seeds.")
+                                     "differ in more than their seeds"
+                                     + (" and family members." if reruns_family else "."))
+                if reruns_family:
+                    settings[task].update({key: task_settings[key] for key in FAMILY_SETTINGS
+                                           if key in task_settings})
                 if seeds[task] & run_seeds and not replace:
                     raise ValueError(f"Cannot merge runs of task {task!r} that share seeds: "
                                      f"{sorted(seeds[task] & run_seeds)}.")
@@ -738,6 +751,14 @@ def merge(payloads, replace=False):
                 continue
             teachers[key] = row
         kept.append(row)
+    for task, task_settings in settings.items():
+        stale = sorted({row["seed"] for row in kept if row["task"] == task
+                        and row["method"] == "matta"
+                        and row["label"] not in task_settings.get("family", [row["label"]])})
+        if stale:
+            raise ValueError(f"Cannot merge: the MatTA rows of task {task!r}, seeds {stale}, "
+                             "were evaluated at other family members; rerun `--methods matta` "
+                             "for those seeds too.")
     results = aggregate(kept)
     return {
         **first, "seconds": sum(payload["seconds"] for payload in payloads),

@@ -227,3 +227,35 @@ def test_merge_keeps_the_cached_teacher_once():
     assert merged["settings"]["digits"]["seeds"] == [0, 1, 2]
     with pytest.raises(ValueError, match="different Teachers"):
         report.merge([run([0]), run([1, 2], teacher_accuracy=0.5)])
+
+
+def test_merge_with_replace_takes_a_matta_rerun_at_other_family_members():
+    """`--methods matta` after the preset's mixes changed: the family's members may differ."""
+    def with_family(payload, family, seeds=(0, 1, 2)):
+        rows = [row for row in payload["rows"] if row["method"] != "matta" or row["seed"] in seeds]
+        rows += [{**row, "label": family[-1], "width": family[-1], "role": "mix", "params": 2000}
+                 for row in rows if row["method"] == "matta" and row["label"] == "1"]
+        settings = {"digits": {"student_fraction": 0.25, "mixes": [family[-1]],
+                               "family": family}}
+        return {**payload, "rows": rows, "settings": settings}
+
+    old = with_family(_payload(), ["0.25", "1", "mix(a=1,b=0.25)"])
+    new_family = ["0.25", "1", "mix(a=0.75,b=0.5)"]
+    rerun = with_family({**_payload(), "rows": [r for r in _rows() if r["method"] == "matta"]},
+                        new_family)
+    merged = report.merge([old, rerun], replace=True)
+    assert merged["settings"]["digits"]["family"] == new_family
+    labels = {r["label"] for r in merged["rows"] if r["method"] == "matta"}
+    assert labels == set(new_family)
+    assert {r["method"] for r in merged["rows"]} == {"teacher", "separate", "kd", "majority",
+                                                     "matta"}
+    # Only seed 0 rerun: seeds 1 and 2 keep the old mix, so the family is not one family.
+    partial = with_family({**_payload(), "rows": [r for r in _rows() if r["method"] == "matta"]},
+                          new_family, seeds=(0,))
+    with pytest.raises(ValueError, match=r"seeds \[1, 2\], were evaluated at other family"):
+        report.merge([old, partial], replace=True)
+    # Without a MatTA rerun the family's members must still agree.
+    separate = with_family({**_payload(), "rows": [r for r in _rows()
+                                                   if r["method"] == "separate"]}, new_family)
+    with pytest.raises(ValueError, match="differ in more than their seeds"):
+        report.merge([old, separate], replace=True)
