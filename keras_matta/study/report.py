@@ -682,6 +682,47 @@ def write_json(path, payload):
 
 # The settings that only choose the members MatTA's family is evaluated at.
 FAMILY_SETTINGS = ("mixes", "in_between", "family")
+# The methods that learn from the Teacher.
+TEACHER_METHODS = ("kd", "matta")
+
+
+def _merged_rows(payloads, replace):
+    """The rows of `merge`: each task's Teacher once; with `replace`, reruns in place of the
+    rows they redo, and a retrained Teacher in place of the old one, as long as every row that
+    learned from a Teacher learned from the one kept."""
+    def key(row):
+        return row["task"], row["seed"], row["method"]
+
+    entries, run_teachers = [], {}  # (payload index, row); (index, task) -> Teacher's metrics
+    for index, payload in enumerate(payloads):
+        retrained = {row["task"] for row in payload["rows"] if row["method"] == "teacher"}
+        for row in payload["rows"]:
+            if row["method"] == "teacher":
+                run_teachers.setdefault((index, row["task"]), row["metrics"])
+        if replace:
+            rerun = {key(row) for row in payload["rows"] if row["method"] != "teacher"}
+            entries = [(i, row) for i, row in entries if key(row) not in rerun
+                       and not (row["method"] == "teacher" and row["task"] in retrained)]
+        entries.extend((index, row) for row in payload["rows"])
+    teachers, kept = {}, []  # (task, seed) -> the Teacher's metrics
+    for index, row in entries:
+        if row["method"] == "teacher":
+            if key(row) in teachers:  # another run of the task: the same cached Teacher
+                if teachers[key(row)] != row["metrics"]:
+                    raise ValueError(f"Cannot merge runs of task {row['task']!r} with different "
+                                     "Teachers (their metrics differ).")
+                continue
+            teachers[key(row)] = row["metrics"]
+        kept.append((index, row))
+    teacher = {task: metrics for (task, _, _), metrics in reversed(teachers.items())}
+    stale = sorted({(row["task"], row["method"], row["seed"]) for index, row in kept
+                    if row["method"] in TEACHER_METHODS
+                    and run_teachers.get((index, row["task"]), teacher.get(row["task"]))
+                    != teacher.get(row["task"])})
+    if stale:
+        raise ValueError(f"Cannot merge: {stale} (task, method, seed) learned from another "
+                         "Teacher than the one kept; rerun those methods and seeds too.")
+    return [row for _, row in kept]
 
 
 def merge(payloads, replace=False):
@@ -699,7 +740,8 @@ def merge(payloads, replace=False):
             seed and method (a rerun of some methods, `keras-matta demo --methods ...`), in
             which case seeds may overlap. A rerun of `matta` may also change which members the
             family is evaluated at (`FAMILY_SETTINGS`), as long as every seed's MatTA rows end
-            up evaluated at the same members.
+            up evaluated at the same members; a rerun with a retrained Teacher replaces the
+            Teacher, as long as every KD and MatTA row kept learned from it.
 
     Returns:
         The merged payload, as `run_demo` would have written it for all the tasks and seeds at
@@ -733,24 +775,7 @@ def merge(payloads, replace=False):
             seeds[task] = seeds.get(task, set()) | run_seeds
             if "seeds" in task_settings:
                 settings[task]["seeds"] = sorted(seeds[task])
-    rows, teachers = [], {}
-    for payload in payloads:
-        if replace:
-            rerun = {(row["task"], row["seed"], row["method"]) for row in payload["rows"]
-                     if row["method"] != "teacher"}
-            rows = [row for row in rows if (row["task"], row["seed"], row["method"]) not in rerun]
-        rows.extend(payload["rows"])
-    kept = []
-    for row in rows:
-        if row["method"] == "teacher":
-            key = (row["task"], row["seed"])
-            if key in teachers:
-                if teachers[key]["metrics"] != row["metrics"]:
-                    raise ValueError(f"Cannot merge runs of task {row['task']!r} with different "
-                                     "Teachers (their metrics differ).")
-                continue
-            teachers[key] = row
-        kept.append(row)
+    kept = _merged_rows(payloads, replace)
     for task, task_settings in settings.items():
         stale = sorted({row["seed"] for row in kept if row["task"] == task
                         and row["method"] == "matta"

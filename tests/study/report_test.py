@@ -259,3 +259,25 @@ def test_merge_with_replace_takes_a_matta_rerun_at_other_family_members():
                                                    if r["method"] == "separate"]}, new_family)
     with pytest.raises(ValueError, match="differ in more than their seeds"):
         report.merge([old, separate], replace=True)
+
+
+def test_merge_with_replace_takes_a_retrained_teacher_only_with_everything_it_taught():
+    """A rerun whose Teacher was trained again replaces it, if KD and MatTA were all rerun."""
+    def rerun(methods, teacher_accuracy=0.99):
+        rows = [{**row, "metrics": {"accuracy": teacher_accuracy, "auc": 0.99}}
+                if row["method"] == "teacher" else row
+                for row in _rows() if row["method"] in ("teacher", *methods)]
+        return {**_payload(), "rows": rows}
+
+    merged = report.merge([_payload(), rerun(["kd", "matta"])], replace=True)
+    teachers = [r["metrics"]["accuracy"] for r in merged["rows"] if r["method"] == "teacher"]
+    assert teachers == [0.99] * 3 and len(merged["rows"]) == len(_rows())
+    # The KD rows still come from the old Teacher: refused, naming them.
+    with pytest.raises(ValueError, match=r"\('digits', 'kd', 0\).*another Teacher"):
+        report.merge([_payload(), rerun(["matta"])], replace=True)
+    # The same Teacher again: only the rerun methods change.
+    same = report.merge([_payload(), rerun(["matta"], teacher_accuracy=0.97)], replace=True)
+    def order(results):
+        return sorted(results, key=lambda r: (r["method"], r["optimizer"], str(r["width"])))
+
+    assert order(same["results"]) == order(report.aggregate(_rows()))
