@@ -428,7 +428,7 @@ def _check_text(metric, check):
     if check["verdict"] is None:
         return "n/a (no smaller trained width)"
     value = _format(metric, {"mean": check["neighbour_value"], "std": 0.0})
-    verdict = {"pass": "pass", "tie": "tie", "fail": "FAIL"}[check["verdict"]]
+    verdict = "FAIL" if check["verdict"] == "fail" else check["verdict"]
     return f"{verdict} ({check['neighbour']}: {value})"
 
 
@@ -695,10 +695,10 @@ def _merged_rows(payloads, replace):
 
     entries, run_teachers = [], {}  # (payload index, row); (index, task) -> Teacher's metrics
     for index, payload in enumerate(payloads):
-        retrained = {row["task"] for row in payload["rows"] if row["method"] == "teacher"}
         for row in payload["rows"]:
             if row["method"] == "teacher":
                 run_teachers.setdefault((index, row["task"]), row["metrics"])
+        retrained = {task for i, task in run_teachers if i == index}
         if replace:
             rerun = {key(row) for row in payload["rows"] if row["method"] != "teacher"}
             entries = [(i, row) for i, row in entries if key(row) not in rerun
@@ -714,7 +714,7 @@ def _merged_rows(payloads, replace):
                 continue
             teachers[key(row)] = row["metrics"]
         kept.append((index, row))
-    teacher = {task: metrics for (task, _, _), metrics in reversed(teachers.items())}
+    teacher = {task: metrics for (task, _, _), metrics in teachers.items()}
     stale = sorted({(row["task"], row["method"], row["seed"]) for index, row in kept
                     if row["method"] in TEACHER_METHODS
                     and run_teachers.get((index, row["task"]), teacher.get(row["task"]))

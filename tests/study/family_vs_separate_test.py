@@ -159,6 +159,7 @@ def test_monotonicity_reads_lower_as_better_for_bits_per_byte():
     assert checks["mix"]["verdict"] == "fail"
     assert checks["mix"]["margin"]["mean"] == pytest.approx(-0.08)
     assert checks["mix"]["neighbour"] == "0.5"
+    assert report._check_text("bits_per_byte", checks["mix"]) == "FAIL (0.5: 2.600)"
 
 
 def test_training_seconds_sum_the_separate_runs_and_take_the_one_matta_run():
