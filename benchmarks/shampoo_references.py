@@ -83,6 +83,9 @@ def optimizers():
         # The reference SOAPs precondition a side of up to 10,000 (pytorch-optimizer) or 2,048
         # (heavyball) whole; ours cuts sides into blocks of 128 by default. The same sides whole:
         "soap (ours, blocks 1024)": (lambda lr, params: SOAP(lr, block_size=1024), SOAP_RATES),
+        # Between the two: the MLP's 784-input side in two blocks (512 + 272), every other side
+        # of these models whole.
+        "soap (ours, blocks 512)": (lambda lr, params: SOAP(lr, block_size=512), SOAP_RATES),
         # Every refresh after the first a power step and a QR, as both reference SOAPs refresh.
         "soap (ours, blocks 1024, power QR)": (lambda lr, params: SOAP(
             lr, block_size=1024, basis_refresh="power_qr"), SOAP_RATES),
