@@ -67,6 +67,12 @@ SHAMPOO_RATES = (3e-4, 1e-3, 3e-3)
 SOAP_RATES = (1e-3, 3e-3, 1e-2)
 
 
+def without_first_step(learning_rate):
+    """`learning_rate` from step 2 on and 0 at step 1, as the official SOAP and heavyball, whose
+    first gradient only starts the statistics."""
+    return keras.optimizers.schedules.PiecewiseConstantDecay([0], [0.0, learning_rate])
+
+
 def optimizers():
     """`{name: (make(learning_rate, params), learning-rate grid)}`; `params` are torch's."""
     import heavyball
@@ -91,22 +97,19 @@ def optimizers():
             lr, block_size=1024, basis_refresh="power_qr"), SOAP_RATES),
         # The search for why ours trailed heavyball's SOAP on the LM, each arm one of heavyball's
         # settings on top of the paper's first-moment decay 0.95, our default until then: 0.95
-        # alone; with the embeddings preconditioned (ours leaves them to Adam); and, as the
-        # official SOAP and heavyball, no update at the first step (its gradient only starts the
-        # statistics): a learning rate of 0 at step 1.
+        # alone; with the embeddings preconditioned (ours leaves them to Adam); and no update
+        # at the first step.
         "soap (ours, blocks 1024, beta1 0.95)": (lambda lr, params: SOAP(
             lr, block_size=1024, beta1=0.95), SOAP_RATES),
         "soap (ours, blocks 1024, beta1 0.95, embeddings)": (lambda lr, params: SOAP(
             lr, block_size=1024, beta1=0.95, exclude_embeddings=False), SOAP_RATES),
         "soap (ours, blocks 1024, beta1 0.95, embeddings, no first step)": (
-            lambda lr, params: SOAP(
-                keras.optimizers.schedules.PiecewiseConstantDecay([0], [0.0, lr]),
-                block_size=1024, beta1=0.95, exclude_embeddings=False),
+            lambda lr, params: SOAP(without_first_step(lr), block_size=1024, beta1=0.95,
+                                    exclude_embeddings=False),
             SOAP_RATES),
         # The two settings that each closed the gap, together: beta1 0.9 and no first step.
         "soap (ours, blocks 1024, no first step)": (lambda lr, params: SOAP(
-            keras.optimizers.schedules.PiecewiseConstantDecay([0], [0.0, lr]), block_size=1024),
-            SOAP_RATES),
+            without_first_step(lr), block_size=1024), SOAP_RATES),
         "ScalableShampoo (pytorch-optimizer)": (lambda lr, params: (
             pytorch_optimizer.ScalableShampoo(
                 params, lr, block_size=128, preconditioning_compute_steps=10,
