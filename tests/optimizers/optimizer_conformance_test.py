@@ -38,9 +38,9 @@ OPTIMIZER_FACTORIES = [
     pytest.param(
         lambda: SOAP(
             learning_rate=0.1, beta2=0.99, precondition_frequency=5, block_size=4,
-            precondition_vectors=True, basis_refresh="power_qr",
+            precondition_vectors=True, basis_refresh="power_qr", skip_first_update=True,
         ),
-        id="soap-blocked-vectors-power-qr",
+        id="soap-blocked-vectors-power-qr-skip-first",
     ),
 ]
 

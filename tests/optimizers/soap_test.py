@@ -29,10 +29,15 @@ class NumpySOAP(NumpyKroneckerReference):
         beta = b2 if h["shampoo_beta"] is None else h["shampoo_beta"]
         if h["weight_decay"]:
             weight = weight - lr * h["weight_decay"] * weight
+        if h.get("skip_first_update"):
+            if t == 1:  # the gradient only starts the statistics (and the first bases)
+                self.start_statistics(gradient, t, beta)
+                return weight
+        count = t - 1 if h.get("skip_first_update") else t  # Adam's: from the second step
         self.momentum = b1 * self.momentum + (1 - b1) * gradient
 
         def adam(m, v):
-            return (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+            return (m / (1 - b1**count)) / (np.sqrt(v / (1 - b2**count)) + eps)
 
         if self.matrix_shape is None:
             self.second_moment = b2 * self.second_moment + (1 - b2) * gradient**2
@@ -54,6 +59,16 @@ class NumpySOAP(NumpyKroneckerReference):
                 self.right_factor[i] = self.basis(self.right[i], qr, t)
         self.second_moment = v.reshape(self.shape)
         return weight - lr * update.reshape(self.shape)
+
+    def start_statistics(self, gradient, t, beta):
+        if self.matrix_shape is None:
+            return
+        g = gradient.reshape(self.matrix_shape)
+        for i, block in enumerate(self.blocks):
+            self.update_statistics(i, g[block], beta)
+            if self.refreshes(t):
+                self.left_factor[i] = self.basis(self.left[i], self.left_factor[i], t)
+                self.right_factor[i] = self.basis(self.right[i], self.right_factor[i], t)
 
     def basis(self, statistic, previous, t):
         if self.h.get("basis_refresh") == "power_qr" and t != self.h["start_preconditioning_step"]:
@@ -90,9 +105,10 @@ def run_both(steps=9, learning_rate=0.01, named_shapes=VARIABLES, **overrides):
     "overrides",
     [{}, {"shampoo_beta": None, "weight_decay": 0.1}, {"shampoo_beta": 1.0, "beta1": 0.0},
      {"precondition_vectors": True}, {"basis_refresh": "power_qr"},
-     {"basis_refresh": "power_qr", "precondition_vectors": True}],
+     {"basis_refresh": "power_qr", "precondition_vectors": True},
+     {"skip_first_update": True, "weight_decay": 0.1}],
     ids=["default", "beta2-statistics-decay", "sums-no-momentum", "vectors", "power-qr",
-         "power-qr-vectors"],
+         "power-qr-vectors", "skip-first-update"],
 )
 def test_steps_match_numpy_reference(overrides):
     optimizer, variables, initial = run_both(**overrides)
@@ -109,6 +125,23 @@ def test_the_eigenbasis_is_not_adam_and_the_start_step_matters():
     kernel_difference = np.abs(to_numpy(soap_vars[0]) - to_numpy(adam_vars[0])).max()
     bias_difference = np.abs(to_numpy(soap_vars[2]) - to_numpy(adam_vars[2])).max()
     assert kernel_difference > 1e-3 and bias_difference == 0.0
+
+
+def test_skip_first_update_changes_only_the_statistics_at_the_first_step():
+    """Guard against a skip that the reference matches by doing nothing: one step moves no
+    weight and no moment, fills the statistics and, at `start_preconditioning_step=1`, turns
+    the bases from the identity; the next step moves every weight."""
+    optimizer, variables, initial = run_both(steps=1, skip_first_update=True,
+                                             start_preconditioning_step=1)
+    for variable, start in zip(variables, initial):
+        np.testing.assert_array_equal(to_numpy(variable), start.astype("float32"))
+    state = {v.name: to_numpy(v) for v in optimizer.variables}
+    assert not any(np.any(value) for name, value in state.items() if "moment" in name)
+    assert np.any(state["kernel_left_statistics"])
+    assert not np.allclose(state["kernel_left_eigenbasis"], np.eye(4))
+    _, variables, initial = run_both(steps=2, skip_first_update=True)
+    for variable, start in zip(variables, initial):
+        assert np.abs(to_numpy(variable) - start).max() > 1e-3
 
 
 def test_power_qr_refreshes_differ_from_eigh_after_the_first():
@@ -229,7 +262,7 @@ def test_get_config_round_trip_and_registration():
                      block_size=64, precondition_frequency=5, start_preconditioning_step=3,
                      max_preconditioner_dim=2048, exclude_embeddings=False,
                      exclude_layers=["head"], weight_decay=0.01, gradient_accumulation_steps=2,
-                     basis_refresh="power_qr")
+                     basis_refresh="power_qr", skip_first_update=True)
     assert_config_round_trip_and_registration(optimizer)
 
 
@@ -245,6 +278,7 @@ INVALID_VALUES = [
 INVALID_TYPES = [
     ({"exclude_embeddings": 1}, "`exclude_embeddings` must be a bool"),
     ({"exclude_layers": "head"}, "`exclude_layers` must be a list"),
+    ({"skip_first_update": 1}, "`skip_first_update` must be a bool; got 1"),
 ]
 
 
