@@ -77,6 +77,8 @@ VARIANTS = {
     "sampled1_granularities": {"num_sampled_widths": 1,
                                "sampled_width_distribution": "granularities"},
     "sampled1_either": {"num_sampled_widths": 1, "sampled_width_distribution": "either"},
+    # The smallest Student's terms weighted over the others' (the digits Student trails).
+    "sampled1_student_heavy": {"num_sampled_widths": 1, "student_weights": [3.0, 1.0, 1.0]},
 }
 
 

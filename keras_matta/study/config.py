@@ -134,7 +134,11 @@ def _digits(mode):
         steps={"quick": 40, "default": 600, "full": 1200}[mode],
         teacher_steps={"quick": 40, "default": 1200, "full": 2400}[mode],
         batch_size=64,
-        learning_rate=1e-3,
+        # Chosen on the validation split (benchmarks/demo_learning_rate.py, 3 seeds) by the
+        # models that learn without the family, the Teacher and the separate widths: 0.9491
+        # on average at 3e-3 against 0.9441 at 1e-3 and 0.9481 at 6e-3 with Adam (Shampoo:
+        # 0.9507 against 0.9491 and 0.9500).
+        learning_rate=3e-3,
         # tau = 1 (the KL between the served distributions). tau = 4 (Hinton et al.) was
         # tried on the validation split: KD and MatTA Students were worse with Adam and Shampoo.
         mixes=mixes[:1] if mode == "quick" else mixes,

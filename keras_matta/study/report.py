@@ -741,14 +741,16 @@ def merge(payloads, replace=False):
             which case seeds may overlap. A rerun of `matta` may also change which members the
             family is evaluated at (`FAMILY_SETTINGS`), as long as every seed's MatTA rows end
             up evaluated at the same members; a rerun with a retrained Teacher replaces the
-            Teacher, as long as every KD and MatTA row kept learned from it.
+            Teacher, as long as every KD and MatTA row kept learned from it. A rerun of every
+            method and seed merged so far for a task replaces that task whole, its settings
+            included (say, after the preset's learning rate changed).
 
     Returns:
         The merged payload, as `run_demo` would have written it for all the tasks and seeds at
         once.
     """
     first = payloads[0]
-    settings, seeds = {}, {}
+    settings, seeds, runs = {}, {}, {}  # runs: task -> the (seed, method) pairs merged so far
     for payload in payloads:
         if (payload["mode"], payload["split"]) != (first["mode"], first["split"]):
             raise ValueError("Cannot merge demo results of different modes or splits: "
@@ -759,6 +761,11 @@ def merge(payloads, replace=False):
                          if row["task"] == task and row["method"] != "teacher"}
             reruns_family = replace and any(row["task"] == task and row["method"] == "matta"
                                             for row in payload["rows"])
+            pairs = {(row["seed"], row["method"]) for row in payload["rows"]
+                     if row["task"] == task and row["method"] != "teacher"}
+            if replace and task in settings and pairs >= runs[task]:
+                del settings[task], seeds[task]  # a whole rerun: nothing of the task is kept
+            runs[task] = runs.get(task, set()) | pairs
             if task in settings:
                 free = dict.fromkeys(("seeds",) + (FAMILY_SETTINGS if reruns_family else ()))
                 if {**settings[task], **free} != {**task_settings, **free}:

@@ -281,3 +281,27 @@ def test_merge_with_replace_takes_a_retrained_teacher_only_with_everything_it_ta
         return sorted(results, key=lambda r: (r["method"], r["optimizer"], str(r["width"])))
 
     assert order(same["results"]) == order(report.aggregate(_rows()))
+
+
+def test_merge_with_replace_takes_a_whole_rerun_at_other_settings():
+    """Every method and seed of a task run again (the preset's learning rate changed): the
+    rerun replaces the task, settings and Teacher included; a partial rerun cannot."""
+    def run(rows, learning_rate, teacher_accuracy):
+        rows = [{**row, "metrics": {"accuracy": teacher_accuracy, "auc": 0.99}}
+                if row["method"] == "teacher" else row for row in rows]
+        settings = {"digits": {"student_fraction": 0.25, "learning_rate": learning_rate,
+                               "seeds": sorted({row["seed"] for row in rows})}}
+        return {**_payload(), "rows": rows, "settings": settings}
+
+    rerun_rows = [{**row, "metrics": {"accuracy": row["metrics"]["accuracy"] - 0.01, "auc": 0.9}}
+                  for row in _rows()]
+    merged = report.merge([run(_rows(), 1e-3, 0.97), run(rerun_rows, 3e-3, 0.95)], replace=True)
+    assert merged["settings"]["digits"]["learning_rate"] == 3e-3
+    assert merged["settings"]["digits"]["seeds"] == [0, 1, 2]
+    expected = run(rerun_rows, 3e-3, 0.95)["rows"]
+    assert merged["rows"] == expected
+    assert merged["results"] == report.aggregate(expected)
+    # Seed 0 alone at the new rate would leave seeds 1 and 2 at the old one.
+    partial = run([row for row in rerun_rows if row["seed"] == 0], 3e-3, 0.95)
+    with pytest.raises(ValueError, match="differ in more than their seeds"):
+        report.merge([run(_rows(), 1e-3, 0.97), partial], replace=True)
