@@ -110,6 +110,13 @@ def optimizers():
         # The two settings that each closed the gap, together: beta1 0.9 and no first step.
         "soap (ours, blocks 1024, no first step)": (lambda lr, params: SOAP(
             without_first_step(lr), block_size=1024), SOAP_RATES),
+        # The option that does what the official SOAP does at the first step (the gradient
+        # starts only the statistics: the moments stay 0 and Adam's count starts at step 2),
+        # at the default blocks and whole.
+        "soap (ours, skip first update)": (lambda lr, params: SOAP(
+            lr, skip_first_update=True), SOAP_RATES),
+        "soap (ours, blocks 1024, skip first update)": (lambda lr, params: SOAP(
+            lr, block_size=1024, skip_first_update=True), SOAP_RATES),
         "ScalableShampoo (pytorch-optimizer)": (lambda lr, params: (
             pytorch_optimizer.ScalableShampoo(
                 params, lr, block_size=128, preconditioning_compute_steps=10,

@@ -85,11 +85,11 @@ class SOAP(KroneckerFactoredOptimizer):
         basis_refresh: `"eigh"` (default: exact eigenvectors at every refresh) or
             `"power_qr"` (an eigh at the first refresh, then one power step and a QR).
         skip_first_update: whether the first step only starts the statistics (above). Defaults
-            to `False`. With whole sides on `benchmarks/shampoo_references.py` it made the
-            byte LM's largest rate stable (0.01: validation 2.784 against 3.635 at
-            `beta1=0.95`) and, at `beta1=0.9`, reached 2.812 ± 0.011 bits/byte against 2.831 ±
-            0.020 without it (within noise), and tied on the digits MLP (0.9568 against
-            0.9576); not measured at the default blocks of 128.
+            to `False`: on `benchmarks/shampoo_references.py` it ties with the first step
+            taken, on the byte LM (2.855 ± 0.004 bits/byte against 2.852 ± 0.012 at the
+            default blocks, 2.843 ± 0.024 against 2.831 ± 0.020 with whole sides) and on the
+            digits MLP (0.9540 ± 0.0055 at the default blocks, within the seed spread of the
+            default's runs; 0.9556 against 0.9576 whole) (README, "SOAP").
         precondition_vectors: run Adam in the eigenbasis of one full factor per block for
             biases, norms' scales and `(n, 1)` kernels (the column `(n, 1)`: its right factor
             is `1 x 1`), instead of plain Adam. Defaults to `False`.
