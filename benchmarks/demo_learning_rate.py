@@ -92,7 +92,8 @@ def markdown(payload, source):
     """The README block: per rate, the Teacher, and per optimizer each trained width's separate
     value with the family's change against it and the side that is better."""
     higher = report.METRICS[payload["task"]][1]
-    labels = [m["label"] for m in next(iter(payload["trained_widths"].values()))["adam"]]
+    first_rate = next(iter(payload["trained_widths"].values()))
+    labels = [m["label"] for m in next(iter(first_rate.values()))]
     seeds = ", ".join(str(s) for s in payload["seeds"])
     lines = [README_BEGIN, "",
              f"**{payload['task']}** ({payload['split']} split, seeds {seeds}; each cell: the "

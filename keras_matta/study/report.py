@@ -757,12 +757,10 @@ def merge(payloads, replace=False):
                              f"{first['mode']}/{first['split']} and "
                              f"{payload['mode']}/{payload['split']}.")
         for task, task_settings in payload["settings"].items():
-            run_seeds = {row["seed"] for row in payload["rows"]
-                         if row["task"] == task and row["method"] != "teacher"}
-            reruns_family = replace and any(row["task"] == task and row["method"] == "matta"
-                                            for row in payload["rows"])
             pairs = {(row["seed"], row["method"]) for row in payload["rows"]
                      if row["task"] == task and row["method"] != "teacher"}
+            run_seeds = {seed for seed, _ in pairs}
+            reruns_family = replace and any(method == "matta" for _, method in pairs)
             if replace and task in settings and pairs >= runs[task]:
                 del settings[task], seeds[task]  # a whole rerun: nothing of the task is kept
             runs[task] = runs.get(task, set()) | pairs

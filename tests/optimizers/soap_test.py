@@ -29,11 +29,14 @@ class NumpySOAP(NumpyKroneckerReference):
         beta = b2 if h["shampoo_beta"] is None else h["shampoo_beta"]
         if h["weight_decay"]:
             weight = weight - lr * h["weight_decay"] * weight
-        if h.get("skip_first_update"):
-            if t == 1:  # the gradient only starts the statistics (and the first bases)
-                self.start_statistics(gradient, t, beta)
-                return weight
-        count = t - 1 if h.get("skip_first_update") else t  # Adam's: from the second step
+        skip = h.get("skip_first_update", False)
+        if skip and t == 1:  # the gradient only starts the statistics (and the first bases)
+            if self.matrix_shape is not None:
+                g = gradient.reshape(self.matrix_shape)
+                for i, block in enumerate(self.blocks):
+                    self.update_statistics_and_bases(i, g[block], beta, t)
+            return weight
+        count = t - 1 if skip else t  # Adam's: from the second step
         self.momentum = b1 * self.momentum + (1 - b1) * gradient
 
         def adam(m, v):
@@ -53,22 +56,15 @@ class NumpySOAP(NumpyKroneckerReference):
             v[block] = b2 * v[block] + (1 - b2) * (ql.T @ gb @ qr) ** 2
             update[block] = ql @ adam(ql.T @ m[block] @ qr, v[block]) @ qr.T
             # The statistics and bases after the update: a new basis serves from step t + 1.
-            self.update_statistics(i, gb, beta)
-            if self.refreshes(t):
-                self.left_factor[i] = self.basis(self.left[i], ql, t)
-                self.right_factor[i] = self.basis(self.right[i], qr, t)
+            self.update_statistics_and_bases(i, gb, beta, t)
         self.second_moment = v.reshape(self.shape)
         return weight - lr * update.reshape(self.shape)
 
-    def start_statistics(self, gradient, t, beta):
-        if self.matrix_shape is None:
-            return
-        g = gradient.reshape(self.matrix_shape)
-        for i, block in enumerate(self.blocks):
-            self.update_statistics(i, g[block], beta)
-            if self.refreshes(t):
-                self.left_factor[i] = self.basis(self.left[i], self.left_factor[i], t)
-                self.right_factor[i] = self.basis(self.right[i], self.right_factor[i], t)
+    def update_statistics_and_bases(self, i, block_gradient, beta, t):
+        self.update_statistics(i, block_gradient, beta)
+        if self.refreshes(t):
+            self.left_factor[i] = self.basis(self.left[i], self.left_factor[i], t)
+            self.right_factor[i] = self.basis(self.right[i], self.right_factor[i], t)
 
     def basis(self, statistic, previous, t):
         if self.h.get("basis_refresh") == "power_qr" and t != self.h["start_preconditioning_step"]:
