@@ -106,6 +106,10 @@ BATCH = 64
 SIMULATED = BACKEND == "jax" and "xla_force_host_platform_device_count" in os.environ.get(
     "XLA_FLAGS", "") and keras.distribution.list_devices()[0].startswith("cpu")
 ROOT_METHOD = "newton" if SIMULATED else "eigh"
+# On simulated CPU devices, Keras' batch-end callbacks must run on the training thread: run in
+# Keras' thread pool, as they are by default on JAX, they deadlock XLA's multi-device CPU step
+# (`SynchronousCallbacks` says why). GPUs and TPUs need no callback.
+CALLBACKS = [keras_matta.callbacks.SynchronousCallbacks()] if SIMULATED else []
 
 (x_train, y_train) = keras_matta.data.digits.load("train")
 if SMOKE:
@@ -208,7 +212,7 @@ if BACKEND == "jax":
     keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
     keras.utils.set_random_seed(0)
     mat_ta = make_matta(make_ta(), make_shampoo())
-    mat_ta.fit(x_train, y_train, epochs=EPOCHS, batch_size=BATCH, verbose=2)
+    mat_ta.fit(x_train, y_train, epochs=EPOCHS, batch_size=BATCH, verbose=2, callbacks=CALLBACKS)
     keras.distribution.set_distribution(None)
 
 """
@@ -247,7 +251,7 @@ if BACKEND == "jax":
     optimizer = make_shampoo()
     keras_matta.distribution.add_shampoo_layouts(layout_map, optimizer, ta, spread_axis="batch")
     mat_ta = make_matta(ta, optimizer)
-    mat_ta.fit(x_train, y_train, epochs=EPOCHS, batch_size=BATCH, verbose=2)
+    mat_ta.fit(x_train, y_train, epochs=EPOCHS, batch_size=BATCH, verbose=2, callbacks=CALLBACKS)
 
     print(f"{'variable':<52} {'global shape':>14} {'per device':>14}  split over")
     for variable in ta.weights + optimizer.variables:

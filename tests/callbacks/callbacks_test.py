@@ -1,9 +1,11 @@
-"""keras_matta.callbacks: atomic checkpoints, BackupAndRestore files, StopOnNonFiniteLoss."""
+"""keras_matta.callbacks: atomic checkpoints, BackupAndRestore files, StopOnNonFiniteLoss,
+SynchronousCallbacks."""
 
 import json
 import os
 import subprocess
 import sys
+import threading
 
 import keras
 import numpy as np
@@ -14,6 +16,7 @@ import keras_matta
 from keras_matta.callbacks import AtomicModelCheckpoint
 from keras_matta.callbacks import BackupAndRestore
 from keras_matta.callbacks import StopOnNonFiniteLoss
+from keras_matta.callbacks import SynchronousCallbacks
 from keras_matta.callbacks import save_atomically
 
 BACKEND = keras.backend.backend()
@@ -162,7 +165,8 @@ def test_callback_arguments_and_configs():
         save_atomically(None, "model.keras", weights_only="no")
     for callback in (BackupAndRestore("dir", save_freq=5, delete_checkpoint=False),
                      StopOnNonFiniteLoss("good.weights.h5", save_freq=2, raise_error=True),
-                     AtomicModelCheckpoint("m.keras", monitor="loss", save_best_only=True)):
+                     AtomicModelCheckpoint("m.keras", monitor="loss", save_best_only=True),
+                     SynchronousCallbacks()):
         config = callback.get_config()
         assert type(callback).from_config(config).get_config() == config
         restored = keras.saving.deserialize_keras_object(
@@ -237,3 +241,36 @@ def test_non_finite_loss_can_raise_and_roll_back_further(good_weights):
     mat_ta = nan_teacher_run(guard)
     assert guard.step == NAN_BATCH + 1
     assert not all(np.isfinite(w).all() for w in scenarios.ta_weights(mat_ta))
+
+
+# === SynchronousCallbacks ===
+
+
+class ThreadRecorder(keras.callbacks.Callback):
+    """Records the thread of every batch-end call; async-safe, so Keras may run it elsewhere."""
+
+    async_safe = True
+
+    def __init__(self):
+        super().__init__()
+        self.threads = set()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.threads.add(threading.get_ident())
+
+    on_test_batch_end = on_predict_batch_end = on_train_batch_end
+
+
+@pytest.mark.parametrize("synchronous", [False, True])
+def test_synchronous_callbacks_keep_batch_end_callbacks_on_the_training_thread(synchronous):
+    x, y = np.random.default_rng(0).random((32, 4), "float32"), np.arange(32) % 3
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    recorder = ThreadRecorder()
+    callbacks = [recorder, SynchronousCallbacks()] if synchronous else [recorder]
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=callbacks)
+    model.evaluate(x, y, batch_size=4, verbose=0, callbacks=callbacks)
+    model.predict(x, batch_size=4, verbose=0, callbacks=callbacks)
+    # Keras runs callbacks in a thread pool on the backends it marks thread-safe (JAX, torch).
+    in_line = synchronous or BACKEND == "tensorflow"
+    assert (recorder.threads == {threading.get_ident()}) == in_line, recorder.threads

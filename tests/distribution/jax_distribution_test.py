@@ -185,6 +185,7 @@ import os, sys, json
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"  # before jax starts
 sys.path.insert(0, {here!r})
 import jax, keras, numpy as np
+import keras_matta
 from keras_matta import distribution as distribution_lib
 from scenarios import BATCH, build_matta, make_data, save_result
 
@@ -195,7 +196,10 @@ devices = jax.devices()
 def run(name, distribution=None, layout_map=None, spread_axis=None):
     keras.distribution.set_distribution(distribution)
     mat_ta = build_matta(layout_map=layout_map, spread_axis=spread_axis, strategy="all")
-    history = mat_ta.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+    # Batch-end callbacks on the training thread, as multi-device CPU runs need
+    # (keras_matta.callbacks.SynchronousCallbacks).
+    history = mat_ta.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
+                         callbacks=[keras_matta.callbacks.SynchronousCallbacks()])
     save_result(os.path.join({out!r}, name + ".npz"), mat_ta, history.history)
     layouts = {{v.path.split("/", 1)[1]: list(getattr(v.value.sharding, "spec", ()))
                for v in mat_ta.model.weights + mat_ta.optimizer.variables}}
