@@ -17,16 +17,18 @@ Adam and each of `--optimizers` (Shampoo, SOAP) at each frequency train their ow
 model in one process, timed in turns of `--round-steps` steps (machine drift spreads over all
 of them alike). They run with `start_preconditioning_step=1`, so every timed step
 preconditions, and the timed window is a multiple of every `precondition_frequency`, so it
-holds its share of refreshes (a median would hide them). SOAP's step does 8 block products
-(2 Grams, rotating the gradient and the momentum in, the update out) against Shampoo's 4
-(2 Grams, `P_L M P_R`), and the same eigendecompositions at a refresh.
+holds its share of refreshes (a median would hide them). SOAP's step does 6 block products
+(2 Grams, rotating the gradient in and the update out; its momentum stays in the eigenbasis)
+against Shampoo's 4 (2 Grams, `P_L M P_R`), and the same eigendecompositions at a refresh, where
+SOAP adds 4 products to move the momentum into the new basis.
 
 The cost model (the floor; `--no-floor` skips it): per optimizer and frequency, the Kronecker
 arithmetic of one step alone, at the fastest this machine does it, is timed in the same turns:
 every block of the model's preconditioned variables stacked by block shape across variables (the
 fewest calls), compiled as the train step is (`model.jit_compile`: XLA on JAX, a plain
 `tf.function` on TensorFlow's CPU default, eager torch), doing the step's block products
-(Shampoo 4, SOAP 8) and, every `frequency` steps, the eigendecompositions of both statistics.
+(Shampoo 4, SOAP 6) and, every `frequency` steps, the eigendecompositions of both statistics
+(and SOAP's 4 products of the momentum's move).
 `floor = 1 + (products + eigh / frequency) / Adam's step` is then what the step would cost with
 no overhead besides Adam's own: no copies into blocks, no norms, no dispatch. A goal below the
 floor cannot be reached by implementation at that block size and frequency; the gap between the
@@ -105,8 +107,10 @@ def workloads(args):
 
 
 # Block products per step: Shampoo's two Grams and P_L M P_R; SOAP's two Grams, the gradient
-# and the momentum rotated in, and the update rotated out.
-PRODUCTS = {"shampoo": 4, "shampoo_vectors": 4, "soap": 8}
+# rotated in and the update rotated out. At a refresh SOAP also moves its momentum into the new
+# basis: P = Q_old^T Q_new on each side, then P_L^T M' P_R.
+PRODUCTS = {"shampoo": 4, "shampoo_vectors": 4, "soap": 6}
+REFRESH_PRODUCTS = {"shampoo": 0, "shampoo_vectors": 0, "soap": 4}
 
 
 def make_optimizer(name, root_method, **common):
@@ -182,9 +186,10 @@ def compiled(fn, jit_compile):
     return fn
 
 
-def kronecker_arithmetic(stacks, products, jit_compile, seed=0):
+def kronecker_arithmetic(stacks, products, jit_compile, refresh_products=0, seed=0):
     """`(products_step, eigh_step)`: the block products of one step, and one refresh's
-    eigendecompositions of both statistics, over `stacks` (see `block_stacks`), each stack
+    eigendecompositions of both statistics (with `refresh_products=4`, SOAP's move of the
+    momentum into the new bases after them), over `stacks` (see `block_stacks`), each stack
     one batched call, compiled like the train step (`compiled`); both return a host
     scalar."""
     from keras import ops
@@ -211,10 +216,13 @@ def kronecker_arithmetic(stacks, products, jit_compile, seed=0):
 
     def eigh_fn(tensors):
         total = 0.0
-        for _, _, _, left_statistics, right_statistics in tensors:
-            for statistics in (left_statistics, right_statistics):
-                _, vectors = ops.eigh(statistics)
-                total = total + ops.sum(vectors)
+        for g, left, right, left_statistics, right_statistics in tensors:
+            bases = [ops.eigh(statistics)[1] for statistics in (left_statistics, right_statistics)]
+            if refresh_products:  # P = Q_old^T Q_new per side, then P_L^T M' P_R
+                p_left = ops.matmul(ops.swapaxes(left, -1, -2), bases[0])
+                p_right = ops.matmul(ops.swapaxes(right, -1, -2), bases[1])
+                bases.append(ops.matmul(ops.matmul(ops.swapaxes(p_left, -1, -2), g), p_right))
+            total = total + sum(ops.sum(x) for x in bases)
         return total
 
     products_fn, eigh_fn = compiled(products_fn, jit_compile), compiled(eigh_fn, jit_compile)
@@ -358,7 +366,7 @@ def main():
                 model = models[name, args.frequencies[0]]
                 stacks[name] = block_stacks(model, model.optimizer)
                 products, eigh = kronecker_arithmetic(stacks[name], PRODUCTS[name],
-                                                      model.jit_compile)
+                                                      model.jit_compile, REFRESH_PRODUCTS[name])
                 products(), eigh()  # compiles
                 steps_by_name[name, "products"], steps_by_name[name, "eigh"] = products, eigh
         times = interleaved_step_seconds(steps_by_name, steps, args.round_steps)

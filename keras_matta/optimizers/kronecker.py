@@ -138,9 +138,9 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
             if self._overwrite_variable_with_gradient(var):
                 continue
             index = self._get_variable_index(var)
-            self._momentums[index] = self._add_state(var, var.shape, "momentum")
-            self._build_variable_state(var, index)
             layout = self.block_layout(var)
+            self._momentums[index] = self._build_momentum(var, layout)
+            self._build_variable_state(var, index)
             if layout is None:
                 continue
             self._layouts[index] = layout
@@ -154,6 +154,12 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
             self._left_factors[index] = self._add_state(var, left, f"left_{name}", identity)
             self._right_factors[index] = self._add_state(var, right, f"right_{name}", identity)
             self._build_block_state(var, index, layout)
+
+    def _build_momentum(self, variable, layout):
+        """The first moment of `variable` (`layout`: its `BlockLayout`, or None); a subclass
+        that keeps it in the factors' basis shapes it like the blocks (see
+        `_carry_to_new_factors`)."""
+        return self._add_state(variable, variable.shape, "momentum")
 
     def _build_variable_state(self, variable, index):
         """Subclass hook: state every variable has besides its momentum (a second moment)."""
@@ -247,11 +253,12 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
         """Updates the statistics of the variables at optimizer indices `indices` and, at a
         refresh step, their factors."""
         beta = self._statistics_decay
-        statistics, grams, factors = [], [], []
+        statistics, grams, factors, preconditioned = [], [], [], []
         for gradient, index in zip(gradients, indices):
             layout = self._layouts[index]
             if layout is None:
                 continue
+            preconditioned.append(index)
             blocks = layout.to_blocks(gradient)  # (blocks, rows, cols)
             statistics += [self._left_statistics[index], self._right_statistics[index]]
             grams += [ops.matmul(blocks, transpose(blocks)), ops.matmul(transpose(blocks), blocks)]
@@ -264,6 +271,8 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
             return
         updated = tuple(updated)
         previous = tuple(ops.convert_to_tensor(factor) for factor in factors)
+        carried = self._factor_basis_state(preconditioned)
+        carried_values = tuple(ops.convert_to_tensor(state) for state in carried)
 
         def refresh():
             # A statistic that became non-finite (an overflow, a bad batch) restarts from this
@@ -272,17 +281,20 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
                 _finite_or(value, gram if beta == 1.0 else gram * (1.0 - beta))
                 for value, gram in zip(updated, grams)
             )
-            return restarted, self._refreshed_factors(restarted, previous, schedule.t)
+            new_factors = self._refreshed_factors(restarted, previous, schedule.t)
+            moved = self._carry_to_new_factors(carried_values, previous, new_factors)
+            return restarted, new_factors, tuple(moved)
 
         if refreshes:
-            new_statistics, new_factors = refresh()
+            new_statistics, new_factors, new_carried = refresh()
         else:
             # Branches return values and the assignments happen outside: JAX cannot assign
             # inside a branch, and only the taken branch runs (no factor cost in between).
-            new_statistics, new_factors = ops.cond(
-                schedule.refreshes, refresh, lambda: (updated, previous)
+            new_statistics, new_factors, new_carried = ops.cond(
+                schedule.refreshes, refresh, lambda: (updated, previous, carried_values)
             )
-        for variable, value in zip(statistics + factors, [*new_statistics, *new_factors]):
+        targets = statistics + factors + list(carried)
+        for variable, value in zip(targets, [*new_statistics, *new_factors, *new_carried]):
             self.assign(variable, value)
 
     def _refreshed_factors(self, statistics, previous, t):
@@ -330,6 +342,17 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
         """Subclass hook: `(k, n, n)` statistics and their `previous` factors (padded like them)
         -> `(k, n, n)` factors (NaN where failed)."""
         raise NotImplementedError
+
+    def _factor_basis_state(self, indices):
+        """Subclass hook: the state of the variables at optimizer indices `indices` (each
+        preconditioned) that is stored in their factors' basis, and must follow it when the
+        factors are refreshed (`_carry_to_new_factors`). None by default."""
+        return []
+
+    def _carry_to_new_factors(self, states, previous, factors):
+        """Subclass hook: the values of `_factor_basis_state`, moved from the `previous`
+        factors to the refreshed `factors` (both `(left, right)` per variable, flattened)."""
+        return states
 
     def _pad_statistics(self, statistics, side):
         """Subclass hook: `(k, n, n)` -> `(k, side, side)`, block-diagonal, factor-preserving."""

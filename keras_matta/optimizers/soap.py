@@ -23,17 +23,24 @@ class SOAP(KroneckerFactoredOptimizer):
     `Shampoo`: "Shapes", `block_size`, `exclude_*`). Per block `G` (m x n) of step `t`:
 
     ```
-    m_t = beta1 m_{t-1} + (1 - beta1) G              # first moment, original basis
-    G' = Q_L^T G Q_R,   M' = Q_L^T m_t Q_R           # rotated into the eigenbasis
+    G' = Q_L^T G Q_R                                 # the gradient in the eigenbasis
+    M'_t = beta1 M'_{t-1} + (1 - beta1) G'           # first moment, kept in the eigenbasis
     v_t = beta2 v_{t-1} + (1 - beta2) G'^2           # second moment, kept in the eigenbasis
-    N' = (M' / (1 - beta1^t)) / (sqrt(v_t / (1 - beta2^t)) + epsilon)
+    N' = (M'_t / (1 - beta1^t)) / (sqrt(v_t / (1 - beta2^t)) + epsilon)
     w <- w - learning_rate * Q_L N' Q_R^T
     L_t = b L_{t-1} + (1 - b) G G^T,   R_t = b R_{t-1} + (1 - b) G^T G    # b = shampoo_beta
     every precondition_frequency steps from start_preconditioning_step on, after the update:
         Q_L, Q_R = eigenvectors of L_t, R_t          # eigh; identity until the first refresh
       or, with basis_refresh="power_qr", after an eigh at the first refresh:
         Q_L = qr(L_t Q_L[:, order]),  order: descending diag(Q_L^T L_t Q_L)   # likewise Q_R
+      and the first moment follows the basis: M' <- P_L^T M' P_R, P = Q_old^T Q_new
     ```
+
+    `M'` is the paper's rotated first moment `Q_L^T m_t Q_R` of the first moment `m_t` of the
+    gradients (the bases are orthogonal), which the official code keeps in the original basis
+    and rotates at every step. Kept rotated, a step makes six block products instead of eight
+    (two Grams, the gradient in, the update out), and a refresh four more: on the digits MLP
+    (PyTorch) the step took 0.87x the CPU time of the original-basis form (README, "SOAP").
 
     With `Q = I` this is Adam, so up to the first refresh, and for variables that are not
     preconditioned (embeddings; biases, norms and `(n, 1)` kernels unless
@@ -182,6 +189,14 @@ class SOAP(KroneckerFactoredOptimizer):
 
     # === State ===
 
+    def _build_momentum(self, variable, layout):
+        if layout is None:
+            return super()._build_momentum(variable, layout)
+        # Kept in the eigenbasis, block by block, so a step rotates only the gradient into it;
+        # a refresh moves it to the new basis (`_carry_to_new_factors`).
+        return self._add_state(variable, (layout.num_blocks, *layout.block_shape),
+                               "rotated_momentum")
+
     def _build_variable_state(self, variable, index):
         self._second_moments[index] = self._add_state(variable, variable.shape, "second_moment")
 
@@ -205,6 +220,19 @@ class SOAP(KroneckerFactoredOptimizer):
             lambda: eigenbasis(statistics),
             lambda: power_qr_eigenbasis(statistics, previous),
         )
+
+    def _factor_basis_state(self, indices):
+        return [self._momentums[index] for index in indices]
+
+    def _carry_to_new_factors(self, states, previous, factors):
+        # M' = Q_L^T m Q_R in the old bases is Q_L'^T m Q_R' in the new ones after
+        # P_L^T M' P_R, with P = Q^T Q' (Q orthogonal): m itself is never formed.
+        moved = []
+        for k, rotated in enumerate(states):
+            left = ops.matmul(transpose(previous[2 * k]), factors[2 * k])
+            right = ops.matmul(transpose(previous[2 * k + 1]), factors[2 * k + 1])
+            moved.append(ops.matmul(ops.matmul(transpose(left), rotated), right))
+        return moved
 
     def _pad_statistics(self, statistics, side):
         """`S` in the top-left, `-(trace(S) + 1) I` below it.
@@ -240,10 +268,10 @@ class SOAP(KroneckerFactoredOptimizer):
             # statistics, updated by the caller, still see the real one).
             keeps = ops.cast(scalars.schedule.t > 1.0, "float32")
             gradients = elementwise.linear(gradients, keeps)
-        momenta = self._update_momenta(gradients, indices)
         # Into each preconditioned variable's eigenbasis, block by block (before the first
-        # refresh, Q = I: Adam's own basis); the others stay as they are.
-        gradients, momenta, bases = list(gradients), list(momenta), []
+        # refresh, Q = I: Adam's own basis), where its momentum lives; the others stay as
+        # they are.
+        gradients, bases = list(gradients), []
         for k, index in enumerate(indices):
             layout = self._layouts[index]
             if layout is None:
@@ -251,10 +279,10 @@ class SOAP(KroneckerFactoredOptimizer):
                 continue
             left = ops.convert_to_tensor(self._left_factors[index])  # (blocks, rows, rows)
             right = ops.convert_to_tensor(self._right_factors[index])  # (blocks, cols, cols)
-            left_t = transpose(left)
-            gradients[k] = ops.matmul(ops.matmul(left_t, layout.to_blocks(gradients[k])), right)
-            momenta[k] = ops.matmul(ops.matmul(left_t, layout.to_blocks(momenta[k])), right)
+            gradients[k] = ops.matmul(ops.matmul(transpose(left), layout.to_blocks(gradients[k])),
+                                      right)
             bases.append((left, right))
+        momenta = self._update_momenta(gradients, indices)
 
         updates = grafting_lib.grafted_directions(
             "adam", elementwise, [self._second_moments[i] for i in indices], gradients,

@@ -249,8 +249,10 @@ def test_state_names_and_shapes():
     shapes = {v.name: tuple(v.shape) for v in optimizer.variables}
     assert shapes["kernel_left_eigenbasis"] == (6, 4, 4)
     assert shapes["kernel_right_statistics"] == (6, 4, 4)
+    # Both moments of a preconditioned variable live in the eigenbasis, block by block.
     assert shapes["kernel_rotated_second_moment"] == (6, 4, 4)
-    assert shapes["kernel_momentum"] == (10, 7)
+    assert shapes["kernel_rotated_momentum"] == (6, 4, 4)
+    assert "kernel_momentum" not in shapes
 
 
 def test_get_config_round_trip_and_registration():
