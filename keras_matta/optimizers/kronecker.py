@@ -140,7 +140,7 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
             index = self._get_variable_index(var)
             layout = self.block_layout(var)
             self._momentums[index] = self._build_momentum(var, layout)
-            self._build_variable_state(var, index)
+            self._build_variable_state(var, index, layout)
             if layout is None:
                 continue
             self._layouts[index] = layout
@@ -153,7 +153,6 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
             self._right_statistics[index] = self._add_state(var, right, "right_statistics")
             self._left_factors[index] = self._add_state(var, left, f"left_{name}", identity)
             self._right_factors[index] = self._add_state(var, right, f"right_{name}", identity)
-            self._build_block_state(var, index, layout)
 
     def _build_momentum(self, variable, layout):
         """The first moment of `variable` (`layout`: its `BlockLayout`, or None); a subclass
@@ -161,11 +160,9 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
         `_carry_to_new_factors`)."""
         return self._add_state(variable, variable.shape, "momentum")
 
-    def _build_variable_state(self, variable, index):
-        """Subclass hook: state every variable has besides its momentum (a second moment)."""
-
-    def _build_block_state(self, variable, index, layout):
-        """Subclass hook: state only preconditioned variables have."""
+    def _build_variable_state(self, variable, index, layout):
+        """Subclass hook: state every variable has besides its momentum (a second moment);
+        `layout` as for `_build_momentum`."""
 
     def _add_state(self, variable, shape, suffix, initializer="zeros"):
         """A float32 optimizer variable named after `variable`, whatever its dtype."""
@@ -346,7 +343,7 @@ class KroneckerFactoredOptimizer(keras.optimizers.Optimizer):
     def _factor_basis_state(self, indices):
         """Subclass hook: the state of the variables at optimizer indices `indices` (each
         preconditioned) that is stored in their factors' basis, and must follow it when the
-        factors are refreshed (`_carry_to_new_factors`). None by default."""
+        factors are refreshed (`_carry_to_new_factors`). Nothing by default (Shampoo)."""
         return []
 
     def _carry_to_new_factors(self, states, previous, factors):

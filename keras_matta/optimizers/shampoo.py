@@ -198,7 +198,7 @@ class Shampoo(KroneckerFactoredOptimizer):
 
     # === State ===
 
-    def _build_variable_state(self, variable, index):
+    def _build_variable_state(self, variable, index, layout):
         if grafting_lib.has_second_moment(self.grafting):
             self._second_moments[index] = self._add_state(
                 variable, variable.shape, "grafting_second_moment"

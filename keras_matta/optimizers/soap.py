@@ -190,22 +190,20 @@ class SOAP(KroneckerFactoredOptimizer):
     # === State ===
 
     def _build_momentum(self, variable, layout):
+        return self._add_moment(variable, layout, "momentum")
+
+    def _build_variable_state(self, variable, index, layout):
+        self._second_moments[index] = self._add_moment(variable, layout, "second_moment")
+
+    def _add_moment(self, variable, layout, name):
+        """A moment of `variable`, in its shape, or for a preconditioned one in the eigenbasis,
+        block by block (`rotated_<name>`; padding included: its entries stay ~0 and are masked
+        out of the update). A step then rotates only the gradient in; a refresh moves the
+        first moment into the new basis (`_carry_to_new_factors`)."""
         if layout is None:
-            return super()._build_momentum(variable, layout)
-        # Kept in the eigenbasis, block by block, so a step rotates only the gradient into it;
-        # a refresh moves it to the new basis (`_carry_to_new_factors`).
+            return self._add_state(variable, variable.shape, name)
         return self._add_state(variable, (layout.num_blocks, *layout.block_shape),
-                               "rotated_momentum")
-
-    def _build_variable_state(self, variable, index):
-        self._second_moments[index] = self._add_state(variable, variable.shape, "second_moment")
-
-    def _build_block_state(self, variable, index, layout):
-        # A preconditioned variable's second moment lives in the eigenbasis, block by block
-        # (padding included: its entries stay ~0 and are masked out of the update).
-        self._second_moments[index] = self._add_state(
-            variable, (layout.num_blocks, *layout.block_shape), "rotated_second_moment"
-        )
+                               f"rotated_{name}")
 
     # === Eigenbases (the factors) ===
 

@@ -252,7 +252,7 @@ def test_state_names_and_shapes():
     # Both moments of a preconditioned variable live in the eigenbasis, block by block.
     assert shapes["kernel_rotated_second_moment"] == (6, 4, 4)
     assert shapes["kernel_rotated_momentum"] == (6, 4, 4)
-    assert "kernel_momentum" not in shapes
+    assert "kernel_momentum" not in shapes and "kernel_second_moment" not in shapes
 
 
 def test_get_config_round_trip_and_registration():
