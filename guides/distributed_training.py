@@ -268,9 +268,9 @@ The losses match the data-parallel run's up to float summation order (the row-pa
 adds partial products from four devices; at full size they agree to about three decimals after
 five epochs): the layout changes where numbers are computed, not which. The `*_statistics` rows
 show the work split: a device holds (and computes the inverse roots of) only its share of the
-blocks. `hidden_1`'s blocks are split over `batch` because 784 rows
-span several block rows, so a column shard of the kernel is not a contiguous range of blocks;
-its momentum and second moment follow the kernel itself.
+blocks. `hidden_1`'s blocks are split over `batch` because 784 rows span several block rows, so
+a column shard of the kernel is not a contiguous range of blocks; its momentum and second
+moment follow the kernel itself.
 
 ## TensorFlow: `tf.distribute.MirroredStrategy`
 

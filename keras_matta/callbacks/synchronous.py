@@ -24,9 +24,9 @@ class SynchronousCallbacks(keras.callbacks.Callback):
     run at full size (MLP width 512, Shampoo blocks of 128, 8 devices, 60 steps): 6 of 6 runs
     aborted without this callback, whatever XLA's flags (its scheduler, Eigen threading,
     XNNPACK, the thunk runtime) or thread-pool size (`PJRT_NPROC=9`); 3 of 3 ran through
-    with it. Smaller models deadlock rarely (the
-    guide's smoke run: once in three test-suite runs). GPUs and TPUs run on other runtimes:
-    leave it out there, where the overlap saves a little time per step.
+    with it. Smaller models deadlock rarely (the guide's smoke run: once in three test-suite
+    runs). GPUs and TPUs run on other runtimes: leave it out there, where the overlap saves a
+    little time per step.
 
     The cost is the overlap: each step waits until its logs are read.
 
