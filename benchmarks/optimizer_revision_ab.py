@@ -20,12 +20,14 @@ Usage:
 
 Writes benchmarks/results/<output>_torch.json and prints the table: per workload and variant,
 the median per-turn ratio (new / baseline, and each / Keras Adam) with its quartiles, in
-process CPU time (the steadier clock on a shared machine) and wall time.
+process CPU time (the steadier clock on a shared machine) and wall time. `--table JSON` prints
+the README's table from a results file.
 """
 
 import argparse
 import ast
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -70,7 +72,8 @@ def parse_variant(text):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--baseline", required=True, help="git revision of the 'before' side")
+    parser.add_argument("--table", metavar="JSON", help="print the README table of a results file")
+    parser.add_argument("--baseline", help="git revision of the 'before' side")
     parser.add_argument("--optimizer", default="SOAP", help="a class of keras_matta.optimizers")
     parser.add_argument("--variants", nargs="+", default=["", "block_size=1024"],
                         help='constructor arguments per variant, e.g. "block_size=1024"')
@@ -79,6 +82,12 @@ def main():
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--output", default="optimizer_revision_ab")
     args = parser.parse_args()
+    if args.table:
+        with open(args.table) as f:
+            print(readme_table(json.load(f)["rows"]))
+        return
+    if args.baseline is None:
+        parser.error("--baseline is required to measure")
     if keras.backend.backend() != "torch":
         parser.error("run with KERAS_BACKEND=torch (the workloads step through torch autograd)")
     current = getattr(keras_matta.optimizers, args.optimizer)
@@ -116,6 +125,18 @@ def main():
                "baseline_vs_adam_cpu", "new_vs_adam_cpu", "new_vs_baseline_wall"]
     report(args.output, [dict(row, optimizer=args.optimizer, baseline=args.baseline)
                          for row in rows], columns)
+
+
+def readme_table(rows):
+    """Median CPU-time ratios per workload and variant, the new side's with its quartiles."""
+    lines = ["| workload | variant | new / before (CPU, quartiles) | before / Keras Adam | "
+             "new / Keras Adam |", "|---|---|---|---|---|"]
+    for row in rows:
+        low, high = row["new_vs_baseline_cpu_q25_q75"]
+        lines.append(f"| {row['workload']} | {row['variant']} | "
+                     f"{row['new_vs_baseline_cpu']:.3f} [{low:.3f}, {high:.3f}] | "
+                     f"{row['baseline_vs_adam_cpu']:.2f} | {row['new_vs_adam_cpu']:.2f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -273,8 +273,12 @@ def plot(axes, rows, block_size):
 
 
 def readme_table(payloads):
-    """Rows: workload and optimizer; columns: each payload's backend, `measured (floor)`."""
+    """Rows: workload and optimizer; columns: each payload's backend (and block size, where
+    the payloads differ in it), `measured (floor)`."""
     backends = [payload["environment"]["backend"] for payload in payloads]
+    block_sizes = [payload["rows"][0].get("block_size") for payload in payloads]
+    if len(set(block_sizes)) > 1:
+        backends = [f"{backend}, blocks {size}" for backend, size in zip(backends, block_sizes)]
     keys = list(dict.fromkeys(
         (row["model"], row["batch_size"], row["optimizer"], row["frequency"])
         for payload in payloads for row in payload["rows"] if row["optimizer"] != "adam"))
