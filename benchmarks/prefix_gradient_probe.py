@@ -8,11 +8,12 @@ Student's slice of every nested weight by `s`, leaving their forward passes unch
 
     w_read = stop_gradient(w) + (w * m - stop_gradient(w * m)),  m = s on the slice, 1 elsewhere
 
-read through a `keras.StatelessScope` during their passes, as `detach_shared` reads shared
-weights. The slice is the Student's width from each layer's nesting declaration; a layer's input
-axis, which the declaration binds at call time, is left whole. With Adam that does not change
-what the probe measures: the weights outside the Student's slice that the whole axis covers get
-gradient from the wider members only, all scaled by `s`, which Adam's `m / sqrt(v)` divides out.
+read during their passes through `keras_matta.training.shared_weights.read_through`, the
+context `detach_shared` reads shared weights through. The slice is the Student's width from
+each layer's nesting declaration; a layer's input axis, which the declaration binds at call
+time, is left whole. With Adam that does not change what the probe measures: the weights
+outside the Student's slice that the whole axis covers get gradient from the wider members
+only, all scaled by `s`, which Adam's `m / sqrt(v)` divides out.
 
 Not a library feature: a measurement made before deciding whether to build one. The demo's
 digits setting without a Teacher (`family_recipe_study.py`'s protocol: Students 0.25, 0.5, 0.75,
@@ -38,6 +39,7 @@ from keras_matta.layers import nesting as nesting_lib
 from keras_matta.study import demo
 from keras_matta.study import models as models_lib
 from keras_matta.study.config import preset
+from keras_matta.training import shared_weights
 
 
 class ScaledPrefixMatTA(keras_matta.MatTA):
@@ -63,14 +65,14 @@ class ScaledPrefixMatTA(keras_matta.MatTA):
 
     def _scaled_scope(self):
         masks = self._slice_masks()
-        mapping = []
-        for v in self.model.variables:
-            value = v.value
-            if id(v) in masks:
-                scaled = value * masks[id(v)]
-                value = ops.stop_gradient(value) + (scaled - ops.stop_gradient(scaled))
-            mapping.append((v, value))
-        return keras.StatelessScope(state_mapping=mapping)
+
+        def scaled(variable, value):
+            if id(variable) not in masks:
+                return value
+            product = value * masks[id(variable)]
+            return ops.stop_gradient(value) + (product - ops.stop_gradient(product))
+
+        return shared_weights.read_through(scaled, self.model.variables)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if training and self.scale != 1.0:

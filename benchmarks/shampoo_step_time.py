@@ -217,12 +217,12 @@ def kronecker_arithmetic(stacks, products, jit_compile, refresh_products=0, seed
     def eigh_fn(tensors):
         total = 0.0
         for g, left, right, left_statistics, right_statistics in tensors:
-            bases = [ops.eigh(statistics)[1] for statistics in (left_statistics, right_statistics)]
+            outputs = [ops.eigh(stats)[1] for stats in (left_statistics, right_statistics)]
             if refresh_products:  # P = Q_old^T Q_new per side, then P_L^T M' P_R
-                p_left = ops.matmul(ops.swapaxes(left, -1, -2), bases[0])
-                p_right = ops.matmul(ops.swapaxes(right, -1, -2), bases[1])
-                bases.append(ops.matmul(ops.matmul(ops.swapaxes(p_left, -1, -2), g), p_right))
-            total = total + sum(ops.sum(x) for x in bases)
+                p_left = ops.matmul(ops.swapaxes(left, -1, -2), outputs[0])
+                p_right = ops.matmul(ops.swapaxes(right, -1, -2), outputs[1])
+                outputs.append(ops.matmul(ops.matmul(ops.swapaxes(p_left, -1, -2), g), p_right))
+            total = total + sum(ops.sum(x) for x in outputs)
         return total
 
     products_fn, eigh_fn = compiled(products_fn, jit_compile), compiled(eigh_fn, jit_compile)

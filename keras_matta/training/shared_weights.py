@@ -41,8 +41,8 @@ def detached(variables, all_variables):
 
     Every variable in `all_variables` is read through one `keras.StatelessScope` (on JAX the
     trainer's traced values, elsewhere the variables' current values), `variables` behind a
-    stop-gradient. Values assigned inside (a dropout seed, say) are written back on exit, so
-    the context changes gradients only.
+    stop-gradient (`read_through`). Values assigned inside (a dropout seed, say) are written
+    back on exit, so the context changes gradients only.
 
     Args:
         variables: the variables to detach.
@@ -50,8 +50,27 @@ def detached(variables, all_variables):
             on JAX, one that is missing would read its stored value instead of the traced one.
     """
     detach = {id(v) for v in variables}
-    mapping = [(v, ops.stop_gradient(v.value) if id(v) in detach else v.value)
-               for v in all_variables]
+
+    def stop_gradient(variable, value):
+        return ops.stop_gradient(value) if id(variable) in detach else value
+
+    with read_through(stop_gradient, all_variables):
+        yield
+
+
+@contextlib.contextmanager
+def read_through(transform, all_variables):
+    """A context in which each of `all_variables` reads as `transform(variable, value)`.
+
+    The values are read once, through one `keras.StatelessScope` (on JAX the trainer's traced
+    values, elsewhere the variables' current values); values assigned inside are written back
+    on exit. `transform` may change what flows back (a stop-gradient), not what is computed.
+
+    Args:
+        transform: `(variable, value) -> value read inside`.
+        all_variables: every variable the computation inside reads (see `detached`).
+    """
+    mapping = [(v, transform(v, v.value)) for v in all_variables]
     with keras.StatelessScope(state_mapping=mapping) as scope:
         read = dict(scope.state_mapping)
         yield
